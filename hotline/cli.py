@@ -1,0 +1,85 @@
+"""The `hotline` command: run the stack, one service, migrations, topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+from shared.observability import configure_logging
+from shared.settings import SERVICE_NAMES, ServiceName, Settings
+
+app = typer.Typer(
+    help="12345 hotline ticket tracker: intake, dispatch, followup and metrics.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="State folder (default .hotline, or HOTLINE_DATA_DIR)."),
+]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    if data_dir is not None:
+        os.environ["HOTLINE_DATA_DIR"] = str(data_dir)
+    return Settings()
+
+
+def _check_service(name: str) -> ServiceName:
+    for known in SERVICE_NAMES:
+        if name == known:
+            return known
+    raise typer.BadParameter(f"one of {', '.join(SERVICE_NAMES)}")
+
+
+@app.command()
+def up(data_dir: DataDir = None) -> None:
+    """Run the whole stack: embedded broker and database unless given, then the services."""
+    from hotline.stack import run_stack  # the stack needs Linux-only modules; load on use
+
+    settings = _settings(data_dir)
+    configure_logging("WARNING", json_logs=False)
+    raise typer.Exit(run_stack(settings, typer.echo))
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(callback=_check_service, help="Which service.")],
+) -> None:
+    """Run one service against existing servers (like `python -m services.<name>`)."""
+    sys.argv = [f"services.{service}", "serve"]
+    runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
+
+
+@app.command()
+def migrate(
+    service: Annotated[
+        str | None, typer.Argument(help="One service; all four when left out.")
+    ] = None,
+) -> None:
+    """Bring service schemas to their newest revision."""
+    settings = _settings()
+    names: list[ServiceName] = [_check_service(service)] if service else list(SERVICE_NAMES)
+    for name in names:
+        upgrade(f"services.{name}", settings.database_url, settings.schema_of(name))
+        typer.echo(f"{name}: schema {settings.schema_of(name)} is up to date")
+
+
+@app.command()
+def topics() -> None:
+    """Create the topics (and their dead-letter topics) that do not exist yet."""
+    asyncio.run(ensure_topics(_settings()))
+    typer.echo("topics are in place")
+
+
+if __name__ == "__main__":
+    app()

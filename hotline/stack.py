@@ -1,0 +1,325 @@
+"""`hotline up`: the whole stack on one machine, started and stopped in order.
+
+Unless `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` point at existing servers, it starts a
+local broker (tansu) and a local PostgreSQL under the data folder, creates the topics,
+migrates every service's schema, starts the four services as child processes and waits.
+On Ctrl-C or SIGTERM it stops the services one by one in the order events flow (each
+drains its consumer and outbox), then the broker, then the database.
+
+The embedded broker keeps every record in memory and ignores retention, so when its
+resident size passes `HOTLINE_EMBEDDED_BROKER_MEMORY_MB` the stack recycles it: services
+drained and stopped, broker restarted empty, topics recreated, services started again.
+Nothing accepted is lost: consumers have applied everything, unpublished events wait in
+the outboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from hotline.embedded import (
+    EmbeddedStartError,
+    RunningBroker,
+    RunningPostgres,
+    free_port,
+    open_log,
+    pdeathsig_preexec,
+    start_broker,
+    start_postgres,
+    terminate,
+)
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+from shared.settings import SERVICE_NAMES, ServiceName, Settings
+
+log = logging.getLogger(__name__)
+
+# The order events flow in: a service stops only after those upstream of it have drained.
+STOP_ORDER: tuple[ServiceName, ...] = ("intake", "dispatch", "followup", "metrics")
+
+
+class StackError(RuntimeError):
+    """The stack cannot start as configured; the message says what to change."""
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _preferred_port(port: int) -> int:
+    """The configured port if it is free, else any free one."""
+    return port if _port_free("127.0.0.1", port) else free_port()
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class ServiceProcess:
+    """One service child process and its log."""
+
+    name: ServiceName
+    process: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+
+@dataclass
+class Stack:
+    """The running parts of the stack, and how to stop them."""
+
+    settings: Settings
+    data_dir: Path
+    broker: RunningBroker | None = None
+    postgres: RunningPostgres | None = None
+    services: dict[ServiceName, ServiceProcess] = field(default_factory=dict)
+    bootstrap_servers: str = ""
+    database_url: str = ""
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self, echo: Callable[[str], None]) -> None:
+        """Bring every part up, or raise StackError with what to change."""
+        self._check_service_ports()
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            self.bootstrap_servers = self.settings.kafka_bootstrap_servers
+            echo(f"broker: using {self.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
+        else:
+            self._start_broker()
+            echo(f"broker: embedded tansu on {self.bootstrap_servers} (memory only)")
+        if os.environ.get("DATABASE_URL"):
+            self.database_url = self.settings.database_url
+            echo("database: using DATABASE_URL")
+        else:
+            self.postgres = start_postgres(
+                self.data_dir, _preferred_port(self.settings.embedded_postgres_port)
+            )
+            self.database_url = self.postgres.url
+            echo(f"database: embedded PostgreSQL in {self.postgres.data_path}")
+        self._write_stack_env()
+        self._prepare_bus()
+        for name in SERVICE_NAMES:
+            upgrade(f"services.{name}", self.database_url, self.settings.schema_of(name))
+        echo("migrations: every schema is at its newest revision")
+        self._start_services()
+
+    def _check_service_ports(self) -> None:
+        for name in SERVICE_NAMES:
+            port = self.settings.port_of(name)
+            if not _port_free(self.settings.host, port):
+                raise StackError(
+                    f"port {port} for {name} is in use: stop what uses it or set "
+                    f"HOTLINE_{name.upper()}_PORT"
+                )
+
+    def _start_broker(self) -> None:
+        self.broker = start_broker(
+            self.data_dir, _preferred_port(self.settings.embedded_broker_port)
+        )
+        self.bootstrap_servers = self.broker.bootstrap_servers
+
+    def _bus_settings(self) -> Settings:
+        return self.settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": self.bootstrap_servers,
+                "database_url": self.database_url,
+            }
+        )
+
+    def _prepare_bus(self) -> None:
+        asyncio.run(ensure_topics(self._bus_settings()))
+
+    def _write_stack_env(self) -> None:
+        """Let other tools (and a second terminal) find the servers."""
+        env_file = self.data_dir / "stack.env"
+        env_file.write_text(
+            f"KAFKA_BOOTSTRAP_SERVERS={self.bootstrap_servers}\nDATABASE_URL={self.database_url}\n"
+        )
+
+    def _service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                "DATABASE_URL": self.database_url,
+                "HOTLINE_DATA_DIR": str(self.data_dir),
+                "HOTLINE_MIGRATE_ON_START": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _start_services(self) -> None:
+        env = self._service_env()
+        for name in SERVICE_NAMES:
+            log_file, _ = open_log(self.data_dir / "logs" / f"{name}.log", name)
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+            )
+            self.services[name] = ServiceProcess(name, process, log_file)
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            for name, service in self.services.items():
+                url = f"{self.url_of(name)}/healthz"
+                while True:
+                    if service.process.poll() is not None:
+                        raise StackError(
+                            f"{name} exited with {service.process.returncode}; see "
+                            f"{self.data_dir / 'logs' / f'{name}.log'}"
+                        )
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(url).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise StackError(f"{name} did not answer {url} within {timeout:.0f}s")
+                    time.sleep(0.1)
+
+    def url_of(self, name: ServiceName) -> str:
+        """Base URL of a service."""
+        return f"http://{self.settings.host}:{self.settings.port_of(name)}"
+
+    # -- watch --------------------------------------------------------------------------
+
+    def crashed(self) -> list[ServiceName]:
+        """Services whose process exited on its own."""
+        return [n for n, s in self.services.items() if s.process.poll() is not None]
+
+    def broker_over_budget(self) -> bool:
+        """True when the embedded broker holds more memory than allowed."""
+        if self.broker is None:
+            return False
+        return _rss_mb(self.broker.process.pid) > self.settings.embedded_broker_memory_mb
+
+    def recycle_broker(self, echo: Callable[[str], None]) -> None:
+        """Drain and stop the services, restart the broker empty, start everything again."""
+        assert self.broker is not None
+        before = _rss_mb(self.broker.process.pid)
+        self.stop_services()
+        self.broker.stop()
+        port = self.broker.port
+        self.broker = start_broker(self.data_dir, port)
+        self.bootstrap_servers = self.broker.bootstrap_servers
+        self._prepare_bus()
+        self._start_services()
+        echo(
+            f"broker recycled: it held {before:.0f} MB (limit "
+            f"{self.settings.embedded_broker_memory_mb} MB); every event was applied first"
+        )
+
+    # -- stop ---------------------------------------------------------------------------
+
+    def stop_services(self) -> None:
+        """SIGTERM each service in event-flow order; each drains before the next stops."""
+        grace = self.settings.shutdown_drain_seconds * 2 + 10
+        for name in STOP_ORDER:
+            service = self.services.pop(name, None)
+            if service is None:
+                continue
+            terminate(service.process, signal.SIGTERM, grace, name)
+            service.log_file.close()
+
+    def stop(self) -> None:
+        """Stop everything we started, services first, the database last."""
+        self.stop_services()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+
+def _acquire_pid_file(data_dir: Path) -> Path:
+    """One stack per data folder."""
+    pid_file = data_dir / "stack.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+                raise StackError(f"a stack already runs from {data_dir} (pid {pid})")
+    pid_file.write_text(str(os.getpid()))
+    return pid_file
+
+
+def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
+    """Start the stack, wait for Ctrl-C/SIGTERM, stop it. Returns the exit status."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"data_dir": data_dir})
+    pid_file = _acquire_pid_file(data_dir)
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(settings, data_dir)
+    status = 0
+    try:
+        stack.start(echo)
+        echo("")
+        for name in SERVICE_NAMES:
+            echo(f"  {name:<9} {stack.url_of(name)}   (docs: {stack.url_of(name)}/docs)")
+        echo(f"  KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers}")
+        echo(f"  DATABASE_URL={stack.database_url}")
+        echo(f"  (also in {data_dir / 'stack.env'}; logs in {data_dir / 'logs'})")
+        echo("Ready. Press Ctrl-C to stop.")
+        while not stop_requested:
+            time.sleep(0.5)
+            crashed = stack.crashed()
+            if crashed:
+                echo(f"{', '.join(crashed)} stopped unexpectedly; see {data_dir / 'logs'}")
+                status = 1
+                break
+            if stack.broker_over_budget():
+                stack.recycle_broker(echo)
+    except (StackError, EmbeddedStartError) as exc:
+        echo(f"error: {exc}")
+        status = 2
+    finally:
+        # A second Ctrl-C during shutdown must not leave half the stack running.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        echo("stopping: services (draining), then the broker, then the database ...")
+        stack.stop()
+        pid_file.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        echo("stopped; nothing left running")
+    return status

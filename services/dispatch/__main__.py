@@ -1,0 +1,6 @@
+"""`python -m services.dispatch [serve|migrate]`."""
+
+from shared.serve import serve
+
+if __name__ == "__main__":
+    serve("dispatch")

@@ -1,0 +1,7 @@
+"""Dispatch's routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["dispatch"])

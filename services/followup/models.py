@@ -1,0 +1,10 @@
+"""Followup's tables: its own metadata, so no other service's tables mix in."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import registry
+from sqlmodel import SQLModel
+
+
+class FollowupModel(SQLModel, registry=registry()):
+    """Base of followup's tables."""

@@ -1,0 +1,174 @@
+"""What intake does: record a ticket and announce it, in one transaction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.intake.models import Ticket, TicketCreate
+from services.intake.privacy import PhoneHasher, mask_phone
+from shared.db import UnitOfWork, new_id
+from shared.errors import Conflict, DomainError, NotFound
+from shared.events import CallOutcome, TicketSubmitted
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyKeyReused(Conflict):
+    """The Idempotency-Key was used before with a different body."""
+
+    code = "idempotency_key_reused"
+
+
+class InvalidCursor(DomainError):
+    """A pagination cursor this API did not hand out."""
+
+    status_code = 422
+    code = "invalid_cursor"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The ticket, and whether it was an earlier submission replayed by its idempotency key."""
+
+    ticket: Ticket
+    replayed: bool
+
+
+def fingerprint(command: TicketCreate) -> str:
+    """The body as given (defaults not filled in), hashed: equal bodies, equal fingerprints."""
+    canonical = json.dumps(command.model_dump(mode="json", exclude_unset=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def submit_ticket(
+    uow: UnitOfWork,
+    command: TicketCreate,
+    *,
+    hasher: PhoneHasher,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Store the ticket and its `ticket.submitted` event together, once per idempotency key."""
+    body_print = fingerprint(command) if idempotency_key else None
+    if idempotency_key:
+        earlier = await _by_idempotency_key(uow, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, body_print)
+    now = datetime.now(UTC)
+    ticket = Ticket(
+        ticket_id=new_id(),
+        city=command.city,
+        channel=command.channel,
+        scenario=command.scenario,
+        category=command.category,
+        content=command.content,
+        citizen_phone_masked=mask_phone(command.citizen_phone) if command.citizen_phone else None,
+        citizen_phone_hash=hasher.hash(command.citizen_phone) if command.citizen_phone else None,
+        evaluator=command.evaluator,
+        submitted_at=command.submitted_at or now,
+        recorded_at=now,
+        call_answered=command.call.answered,
+        wait_seconds=command.call.wait_seconds,
+        resolved_at_first_contact=command.call.resolved_at_first_contact,
+        idempotency_key=idempotency_key,
+        request_fingerprint=body_print,
+    )
+    uow.session.add(ticket)
+    await uow.emit(
+        TicketSubmitted(
+            ticket_id=ticket.ticket_id,
+            city=ticket.city,
+            channel=command.channel,
+            scenario=ticket.scenario,
+            category=command.category,
+            submitted_at=ticket.submitted_at,
+            evaluator=ticket.evaluator,
+            call=CallOutcome(**command.call.model_dump()),
+        )
+    )
+    try:
+        await uow.commit()
+    except IntegrityError:
+        # Another request with the same key won the race: answer as it did.
+        await uow.rollback()
+        earlier = await _by_idempotency_key(uow, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+        return _replay(earlier, body_print)
+    log.info("ticket submitted", extra={"ticket_id": ticket.ticket_id, "city": ticket.city})
+    return Submitted(ticket, replayed=False)
+
+
+def _replay(earlier: Ticket, body_print: str | None) -> Submitted:
+    if earlier.request_fingerprint != body_print:
+        raise IdempotencyKeyReused("Idempotency-Key was already used with a different request body")
+    return Submitted(earlier, replayed=True)
+
+
+async def _by_idempotency_key(uow: UnitOfWork, key: str) -> Ticket | None:
+    result = await uow.session.exec(select(Ticket).where(Ticket.idempotency_key == key))
+    return result.first()
+
+
+async def get_ticket(uow: UnitOfWork, ticket_id: str) -> Ticket:
+    """One ticket, or NotFound."""
+    ticket = await uow.session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+def encode_cursor(ticket: Ticket) -> str:
+    """An opaque position after `ticket` in newest-first order."""
+    raw = json.dumps({"at": ticket.submitted_at.isoformat(), "id": ticket.ticket_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position a cursor stands for; InvalidCursor if it was not made by this API."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        at = datetime.fromisoformat(data["at"])
+        if at.tzinfo is None:
+            raise ValueError("naive time")
+        return at, str(data["id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCursor("cursor: not a cursor returned by this API") from exc
+
+
+async def list_tickets(
+    uow: UnitOfWork,
+    *,
+    city: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Ticket], str | None]:
+    """Tickets newest first (by `submitted_at`), filtered, one page after `cursor`."""
+    query = select(Ticket)
+    if city:
+        query = query.where(Ticket.city == city)
+    if since:
+        query = query.where(col(Ticket.submitted_at) >= since)
+    if until:
+        query = query.where(col(Ticket.submitted_at) < until)
+    if cursor:
+        at, ticket_id = decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(col(Ticket.submitted_at), col(Ticket.ticket_id)) < sa.tuple_(at, ticket_id)
+        )
+    query = query.order_by(col(Ticket.submitted_at).desc(), col(Ticket.ticket_id).desc())
+    rows = list((await uow.session.exec(query.limit(limit + 1))).all())
+    more = len(rows) > limit
+    page = rows[:limit]
+    return page, encode_cursor(page[-1]) if more and page else None

@@ -1,0 +1,371 @@
+"""The consumer loop: batched, idempotent, with a dead-letter topic and backoff.
+
+One batch is processed in one transaction: its effects and the ids of the events it
+processed are committed together, and only then are the Kafka offsets committed. Delivery
+is at least once; the effect happens exactly once, because an event whose id is already
+recorded is skipped. A record that can never be processed goes to `<topic>.dlq` with the
+reason in a header; a passing failure (database or broker down) is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from shared.db import UnitOfWork
+from shared.envelope import Envelope, PoisonMessage, decode
+from shared.events import EVENT_TYPES, Event
+from shared.kafka import dlq_topic
+from shared.observability import (
+    CONSUMER_LAG,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    TRANSIENT_ERRORS,
+)
+from shared.retry import Backoff, is_transient
+
+log = logging.getLogger(__name__)
+
+PROCESSED_METADATA = sa.MetaData()
+
+processed_events = sa.Table(
+    "processed_events",
+    PROCESSED_METADATA,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("ce_type", sa.String(255), nullable=False),
+    sa.Column(
+        "processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
+"""`handler(uow, event)`: apply one event inside the batch's transaction."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One Kafka record as the loop needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass
+class DeadLetter:
+    """A record bound for the dead-letter topic, and why."""
+
+    delivery: Delivery
+    reason: str
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did; the loop uses it for metrics, tests use it to check."""
+
+    processed: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(topic, ce_type, outcome) -> number of events, for the consumed-events metric."""
+
+    def count(self, delivery: Delivery, ce_type: str, result: str, event_id: str) -> None:
+        """Note what happened to one event."""
+        {"processed": self.processed, "duplicate": self.duplicates, "skipped": self.skipped}[
+            result
+        ].append(event_id)
+        label = ce_type if ce_type in EVENT_TYPES else "unknown"  # bounded label values
+        self.counts[(delivery.topic, label, result)] += 1
+
+
+class RecordSource(Protocol):
+    """Where records come from: a Kafka consumer group, or a fake in unit tests."""
+
+    async def fetch(self) -> list[Delivery]: ...
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+class DeadLetterSink(Protocol):
+    """Sends dead letters and waits for the broker's acknowledgement."""
+
+    async def send(self, letters: Sequence[DeadLetter], service: str) -> None: ...
+
+
+class ProcessedLog(Protocol):
+    """The ids of events already applied, in the service's own schema."""
+
+    async def already_processed(self, uow: UnitOfWork, event_ids: Sequence[str]) -> set[str]: ...
+
+    async def record(self, uow: UnitOfWork, event_id: str, ce_type: str) -> None: ...
+
+
+class SqlProcessedLog:
+    """`processed_events`, written in the same transaction as the effects."""
+
+    async def already_processed(self, uow: UnitOfWork, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = await uow.session.execute(
+            sa.select(processed_events.c.event_id).where(
+                processed_events.c.event_id.in_(list(event_ids))
+            )
+        )
+        return {row[0] for row in rows}
+
+    async def record(self, uow: UnitOfWork, event_id: str, ce_type: str) -> None:
+        await uow.session.execute(
+            processed_events.insert().values(event_id=event_id, ce_type=ce_type)
+        )
+
+
+class KafkaSource:
+    """A consumer-group member that commits offsets only when told to."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, *, batch_size: int, poll_ms: int) -> None:
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._poll_ms = poll_ms
+
+    async def fetch(self) -> list[Delivery]:
+        batches = await self._consumer.getmany(
+            timeout_ms=self._poll_ms, max_records=self._batch_size
+        )
+        deliveries = []
+        for records in batches.values():
+            for record in records:
+                deliveries.append(
+                    Delivery(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers=tuple(record.headers),
+                    )
+                )
+        return deliveries
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for delivery in deliveries:
+            tp = TopicPartition(delivery.topic, delivery.partition)
+            offsets[tp] = max(offsets.get(tp, 0), delivery.offset + 1)
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
+        lags = {}
+        for tp in assigned:
+            position = await self._consumer.position(tp)
+            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+        return lags
+
+
+class KafkaDeadLetterSink:
+    """Copies the record to `<topic>.dlq`: same key, value and headers, plus the reason."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send(self, letters: Sequence[DeadLetter], service: str) -> None:
+        futures = []
+        for letter in letters:
+            delivery = letter.delivery
+            headers = [
+                *delivery.headers,
+                ("dlq_reason", letter.reason.encode()[:1000]),
+                ("dlq_topic", delivery.topic.encode()),
+                ("dlq_partition", str(delivery.partition).encode()),
+                ("dlq_offset", str(delivery.offset).encode()),
+                ("dlq_service", service.encode()),
+            ]
+            futures.append(
+                await self._producer.send(
+                    dlq_topic(delivery.topic), delivery.value, key=delivery.key, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+
+
+class ConsumerLoop:
+    """Applies events from a source to a service's database, batch by batch."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        source: RecordSource,
+        handlers: Mapping[type[Event], Handler],
+        new_uow: Callable[[], UnitOfWork],
+        dead_letters: DeadLetterSink,
+        processed: ProcessedLog | None = None,
+        max_backoff_seconds: float = 10.0,
+    ) -> None:
+        self._service = service
+        self._source = source
+        self._handlers = dict(handlers)
+        self._new_uow = new_uow
+        self.dead_letters = dead_letters
+        self._processed = processed or SqlProcessedLog()
+        self._max_backoff = max_backoff_seconds
+        self.caught_up = asyncio.Event()
+
+    async def apply(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
+        """Apply one batch in one transaction. Raises only on a passing failure (retry it)."""
+        outcome = BatchOutcome()
+        decoded: list[tuple[Delivery, Envelope]] = []
+        for delivery in deliveries:
+            try:
+                decoded.append((delivery, decode(delivery.headers, delivery.key, delivery.value)))
+            except PoisonMessage as exc:
+                outcome.dead_letters.append(DeadLetter(delivery, exc.reason))
+        async with self._new_uow() as uow:
+            ids = [env.event_id for _, env in decoded if env.event is not None]
+            seen = await self._processed.already_processed(uow, ids)
+            for delivery, envelope in decoded:
+                await self._apply_one(uow, delivery, envelope, seen, outcome)
+            await uow.commit()
+        return outcome
+
+    async def _apply_one(
+        self,
+        uow: UnitOfWork,
+        delivery: Delivery,
+        envelope: Envelope,
+        seen: set[str],
+        outcome: BatchOutcome,
+    ) -> None:
+        event = envelope.event
+        handler = self._handlers.get(type(event)) if event is not None else None
+        if event is None or handler is None:
+            outcome.count(delivery, envelope.ce_type, "skipped", envelope.event_id)
+            return
+        if envelope.event_id in seen:
+            outcome.count(delivery, envelope.ce_type, "duplicate", envelope.event_id)
+            return
+        try:
+            async with uow.savepoint():
+                await handler(uow, event)
+                await self._processed.record(uow, envelope.event_id, envelope.ce_type)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning(
+                "event cannot be processed; dead-lettering it",
+                extra={
+                    "service": self._service,
+                    "event_id": envelope.event_id,
+                    "ticket_id": event.ticket_id,
+                    "error": repr(exc),
+                },
+            )
+            outcome.dead_letters.append(DeadLetter(delivery, f"handler failed: {exc!r}"[:1000]))
+            return
+        seen.add(envelope.event_id)
+        outcome.count(delivery, envelope.ce_type, "processed", envelope.event_id)
+
+    async def handle(self, deliveries: Sequence[Delivery], stopping: asyncio.Event) -> bool:
+        """Apply, dead-letter and commit one batch, retrying passing failures.
+
+        Returns False if stopped before the batch was done (its offsets stay uncommitted, so
+        it is delivered again).
+        """
+        backoff = Backoff(maximum=self._max_backoff)
+        while True:
+            try:
+                outcome = await self.apply(deliveries)
+                if outcome.dead_letters:
+                    await self.dead_letters.send(outcome.dead_letters, self._service)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                TRANSIENT_ERRORS.labels(self._service, "consumer").inc()
+                log.warning(
+                    "consumer retrying a batch",
+                    extra={"service": self._service, "error": repr(exc)},
+                )
+                if stopping.is_set():
+                    return False
+                await backoff.wait(stopping)
+        self._count(outcome)
+        try:
+            await self._source.commit(deliveries)
+        except KafkaError as exc:
+            # Effects are stored with their event ids: a redelivery changes nothing.
+            log.warning(
+                "offset commit failed", extra={"service": self._service, "error": repr(exc)}
+            )
+        return True
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until `stopping` is set."""
+        backoff = Backoff(maximum=self._max_backoff)
+        last_lag_check = 0.0
+        while not stopping.is_set():
+            try:
+                deliveries = await self._source.fetch()
+                if deliveries and not await self.handle(deliveries, stopping):
+                    return
+                if not deliveries or time.monotonic() - last_lag_check > 1.0:
+                    last_lag_check = time.monotonic()
+                    await self._report_lag()
+                backoff.reset()
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, KafkaError):
+                    raise
+                TRANSIENT_ERRORS.labels(self._service, "consumer").inc()
+                log.warning(
+                    "consumer waiting", extra={"service": self._service, "error": repr(exc)}
+                )
+                await backoff.wait(stopping)
+
+    async def drain(self, timeout: float) -> bool:
+        """Consume until no record is left on the assigned partitions, for at most `timeout` s."""
+        never = asyncio.Event()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                deliveries = await self._source.fetch()
+                if deliveries:
+                    await self.handle(deliveries, never)
+                    continue
+                if sum((await self._source.lag()).values()) == 0:
+                    return True
+            except Exception as exc:
+                log.warning("consumer drain retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(0.2)
+        return False
+
+    async def _report_lag(self) -> None:
+        lags = await self._source.lag()
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(self._service, topic, str(partition)).set(lag)
+        if lags and sum(lags.values()) == 0:
+            self.caught_up.set()
+
+    def _count(self, outcome: BatchOutcome) -> None:
+        for (topic, ce_type, result), number in outcome.counts.items():
+            EVENTS_CONSUMED.labels(self._service, topic, ce_type, result).inc(number)
+        for letter in outcome.dead_letters:
+            EVENTS_DEAD_LETTERED.labels(self._service, letter.delivery.topic).inc()

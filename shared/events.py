@@ -1,0 +1,149 @@
+"""The event contract: one pydantic model per event type, the only definition of its fields.
+
+Events are past-tense facts. Every event carries the ticket id (the Kafka key, so one
+ticket's events stay in order on one partition) and the time the fact happened. Consumers
+ignore fields they do not know, so a producer may add optional fields without a new
+version; removing or changing a field means a new `ce_type` version.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Channel = Literal["phone", "online"]
+Category = Literal["consultation", "help", "complaint", "report", "suggestion"]
+TransferMode = Literal["transfer", "three_way"]
+ReplyQuality = Literal["definite", "partial", "none"]
+Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
+CalendarSource = Literal["holiday_file", "chinesecalendar", "weekends_only"]
+
+
+class Event(BaseModel):
+    """Base of every event: frozen, forward compatible (unknown fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    ce_type: ClassVar[str]
+    ticket_id: str = Field(min_length=1, max_length=64)
+
+    def occurred_at(self) -> datetime:
+        """When the fact happened; the CloudEvent `time`."""
+        raise NotImplementedError
+
+
+class CallOutcome(BaseModel):
+    """How the citizen's contact went: answered, after how long, solved on the spot."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    answered: bool
+    wait_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    resolved_at_first_contact: bool
+
+
+class TicketSubmitted(Event):
+    """A citizen's request was recorded by intake. Carries no phone number and no free text."""
+
+    ce_type: ClassVar[str] = "hotline.ticket.submitted.v1"
+
+    city: str
+    channel: Channel
+    scenario: str
+    category: Category
+    submitted_at: AwareDatetime
+    evaluator: str | None = None
+    call: CallOutcome
+
+    def occurred_at(self) -> datetime:
+        return self.submitted_at
+
+
+class TransferAttempted(Event):
+    """An operator tried to transfer the call (转接) or set up a three-way call (第三方通话)."""
+
+    ce_type: ClassVar[str] = "hotline.transfer.attempted.v1"
+
+    transfer_id: str
+    department: str
+    mode: TransferMode
+    connected: bool
+    at: AwareDatetime
+
+    def occurred_at(self) -> datetime:
+        return self.at
+
+
+class WorkOrderCreated(Event):
+    """A work order (工单) was dispatched to a department with a working-day deadline."""
+
+    ce_type: ClassVar[str] = "hotline.workorder.created.v1"
+
+    work_order_id: str
+    department: str
+    created_at: AwareDatetime
+    due_at: AwareDatetime
+    due_working_days: int = Field(ge=1)
+    calendar_source: CalendarSource
+
+    def occurred_at(self) -> datetime:
+        return self.created_at
+
+
+class WorkOrderReplied(Event):
+    """A department replied to a work order; `first` marks the reply the rates use."""
+
+    ce_type: ClassVar[str] = "hotline.workorder.replied.v1"
+
+    work_order_id: str
+    reply_id: str
+    department: str
+    quality: ReplyQuality
+    at: AwareDatetime
+    first: bool
+
+    def occurred_at(self) -> datetime:
+        return self.at
+
+
+class WorkOrderOverdue(Event):
+    """A work order's deadline passed with no reply. Emitted once per work order."""
+
+    ce_type: ClassVar[str] = "hotline.workorder.overdue.v1"
+
+    work_order_id: str
+    department: str
+    due_at: AwareDatetime
+    detected_at: AwareDatetime
+
+    def occurred_at(self) -> datetime:
+        return self.detected_at
+
+
+class CallbackLogged(Event):
+    """The hotline called the citizen back (回访) and, if reached, asked for satisfaction."""
+
+    ce_type: ClassVar[str] = "hotline.callback.logged.v1"
+
+    callback_id: str
+    reached: bool
+    satisfaction: Satisfaction | None = None
+    at: AwareDatetime
+
+    def occurred_at(self) -> datetime:
+        return self.at
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.ce_type: model
+    for model in (
+        TicketSubmitted,
+        TransferAttempted,
+        WorkOrderCreated,
+        WorkOrderReplied,
+        WorkOrderOverdue,
+        CallbackLogged,
+    )
+}

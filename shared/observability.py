@@ -1,0 +1,139 @@
+"""Prometheus metrics, JSON logs and the HTTP instrumentation every service shares.
+
+Metrics are module-level singletons labelled by `service`, so several services can run in
+one process (the tests do) without registering a metric twice. Labels are bounded: route
+templates, never raw paths; topics and event types, never ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from pythonjsonlogger.json import JsonFormatter
+
+HTTP_REQUESTS = Counter(
+    "hotline_http_requests_total",
+    "HTTP requests answered, by route template and status code.",
+    ["service", "method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "hotline_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+EVENTS_PUBLISHED = Counter(
+    "hotline_events_published_total",
+    "Events the outbox relay published to Kafka.",
+    ["service", "topic", "type"],
+)
+EVENTS_CONSUMED = Counter(
+    "hotline_events_consumed_total",
+    "Events a consumer took from Kafka, by outcome (processed, duplicate, skipped).",
+    ["service", "topic", "type", "outcome"],
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "hotline_events_dead_lettered_total",
+    "Records sent to a dead-letter topic because they can never be processed.",
+    ["service", "topic"],
+)
+OUTBOX_BACKLOG = Gauge(
+    "hotline_outbox_backlog",
+    "Events written to the outbox and not yet published.",
+    ["service"],
+)
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "hotline_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest unpublished outbox event (0 when the outbox is empty).",
+    ["service"],
+)
+CONSUMER_LAG = Gauge(
+    "hotline_consumer_lag",
+    "Records on the topic the consumer group has not yet processed, per partition.",
+    ["service", "topic", "partition"],
+)
+TRANSIENT_ERRORS = Counter(
+    "hotline_transient_errors_total",
+    "Failures that were retried with backoff (database or broker unreachable).",
+    ["service", "component"],
+)
+
+_ACCESS_LOG = logging.getLogger("hotline.http")
+
+
+def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    """One JSON object per line on stderr; uvicorn's own loggers go the same way."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Our middleware logs requests with their route template; uvicorn's would repeat them.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def route_template(request: Request) -> str:
+    """The matched route's path template (`/tickets/{ticket_id}`), bounded for labels."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def instrument(app: FastAPI, service: str) -> None:
+    """Count and time every request and serve `/metrics` in the Prometheus text format."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series add nothing here
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(request)
+            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+            HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+            if route not in {"/metrics", "/healthz", "/readyz"}:
+                _ACCESS_LOG.info(
+                    "request",
+                    extra={
+                        "service": service,
+                        "method": request.method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

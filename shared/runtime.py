@@ -1,0 +1,242 @@
+"""Wiring of one service process: database, outbox relay, consumer loop, HTTP app.
+
+`create_service_app(spec, settings)` is every service's `create_app`: the service says what
+it publishes, what it consumes and with which handlers, and which routes it serves; this
+module starts and stops the rest in order. Nothing is wired at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+
+from shared.consumer import ConsumerLoop, Handler, KafkaDeadLetterSink, KafkaSource
+from shared.db import UnitOfWork, make_engine, make_sessions
+from shared.errors import install_error_handlers
+from shared.events import Event
+from shared.kafka import dlq_topic, ensure_topics, make_producer
+from shared.migrations import upgrade_async
+from shared.observability import TRANSIENT_ERRORS, instrument
+from shared.outbox import KafkaPublisher, OutboxRelay, SqlOutboxStore
+from shared.retry import Backoff
+from shared.settings import ServiceName, Settings
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[["Runtime", asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What makes a service itself; the rest is the same for all four."""
+
+    name: ServiceName
+    title: str
+    routers: Sequence[APIRouter]
+    publishes: bool
+    consumes: Sequence[ServiceName] = ()
+    handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
+    background: Sequence[BackgroundTask] = ()
+    """Extra loops (e.g. a deadline sweeper), run until shutdown."""
+
+
+class Runtime:
+    """The live objects of one service process, started and stopped in order."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.schema = settings.schema_of(spec.name)
+        self.engine = make_engine(settings.database_url, self.schema, settings.db_pool_size)
+        self.sessions = make_sessions(self.engine)
+        self.topic = settings.topic(spec.name) if spec.publishes else None
+        self.source = f"/hotline/{spec.name}"
+        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"hotline-{spec.name}")
+        self.relay: OutboxRelay | None = None
+        if spec.publishes:
+            self.relay = OutboxRelay(
+                SqlOutboxStore(self.sessions, lock_name=f"hotline-relay-{self.schema}"),
+                KafkaPublisher(self.producer),
+                service=spec.name,
+                batch_size=settings.relay_batch_size,
+                idle_seconds=settings.relay_idle_seconds,
+                max_backoff_seconds=settings.relay_max_backoff_seconds,
+            )
+        self.consumer: AIOKafkaConsumer | None = None
+        self.loop: ConsumerLoop | None = None
+        if spec.consumes:
+            self.consumer = AIOKafkaConsumer(
+                *[settings.topic(owner) for owner in spec.consumes],
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                group_id=f"{settings.topic_prefix}hotline-{spec.name}",
+                client_id=f"hotline-{spec.name}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=settings.consumer_session_timeout_ms,
+                heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
+                max_poll_records=settings.consumer_batch_size,
+            )
+            self.loop = ConsumerLoop(
+                service=spec.name,
+                source=KafkaSource(
+                    self.consumer,
+                    batch_size=settings.consumer_batch_size,
+                    poll_ms=settings.consumer_poll_ms,
+                ),
+                handlers=spec.handlers,
+                new_uow=self.uow,
+                dead_letters=KafkaDeadLetterSink(self.producer),
+                max_backoff_seconds=settings.consumer_max_backoff_seconds,
+            )
+        self.broker_connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def uow(self) -> UnitOfWork:
+        """A new unit of work; events it emits wake the relay on commit."""
+        return UnitOfWork(
+            self.sessions,
+            source=self.source,
+            topic=self.topic,
+            on_commit=self.relay.wake if self.relay else None,
+        )
+
+    async def start(self) -> None:
+        """Migrate, then start the loops. The broker may be down: the loops wait for it."""
+        if self.settings.migrate_on_start:
+            await upgrade_async(
+                f"services.{self.spec.name}", self.settings.database_url, self.schema
+            )
+        self._tasks.append(asyncio.create_task(self._run_bus(), name=f"{self.spec.name}-bus"))
+        for task in self.spec.background:
+            self._tasks.append(asyncio.create_task(task(self, self._stopping)))
+
+    async def stop(self) -> None:
+        """Stop the loops, then drain: consume what is left, publish what is left (bounded)."""
+        self._stopping.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        drain = self.settings.shutdown_drain_seconds
+        if self.broker_connected.is_set():
+            if self.loop is not None and not await self.loop.drain(drain):
+                log.warning("consumer not drained at shutdown", extra={"service": self.spec.name})
+            if self.relay is not None and not await self.relay.drain(drain):
+                log.warning("outbox not drained at shutdown", extra={"service": self.spec.name})
+        await self._close_clients()
+        await self.engine.dispose()
+
+    async def _run_bus(self) -> None:
+        """Connect to the broker (retrying while it is down), then relay and consume."""
+        backoff = Backoff(maximum=5.0)
+        while not self._stopping.is_set():
+            try:
+                await ensure_topics(self.settings, self._topics())
+                await self.producer.start()
+                if self.consumer is not None:
+                    await self.consumer.start()
+                break
+            except Exception as exc:
+                TRANSIENT_ERRORS.labels(self.spec.name, "connect").inc()
+                log.warning(
+                    "waiting for the broker",
+                    extra={"service": self.spec.name, "error": repr(exc)},
+                )
+                await self._close_clients()
+                self.producer = make_producer(self.settings, client_id=f"hotline-{self.spec.name}")
+                self._rebind_producer()
+                await backoff.wait(self._stopping)
+        if self._stopping.is_set():
+            return
+        self.broker_connected.set()
+        loops = []
+        if self.relay is not None:
+            loops.append(self.relay.run(self._stopping))
+        if self.loop is not None:
+            loops.append(self.loop.run(self._stopping))
+        await asyncio.gather(*loops)
+
+    def _topics(self) -> list[str]:
+        own = [self.topic] if self.topic else []
+        consumed = [self.settings.topic(owner) for owner in self.spec.consumes]
+        return own + [dlq_topic(t) for t in own + consumed] + consumed
+
+    def _rebind_producer(self) -> None:
+        if self.relay is not None:
+            self.relay.publisher = KafkaPublisher(self.producer)
+        if self.loop is not None:
+            self.loop.dead_letters = KafkaDeadLetterSink(self.producer)
+
+    async def _close_clients(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except Exception as exc:  # closing a client that never connected
+                log.debug("client stop failed", extra={"error": repr(exc)})
+
+    async def readiness(self) -> dict[str, str]:
+        """Whether the database and the broker answer now."""
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as connection:
+                await asyncio.wait_for(connection.execute(sa.text("SELECT 1")), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if not self.broker_connected.is_set():
+            checks["broker"] = "connecting"
+        else:
+            try:
+                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=2)
+                checks["broker"] = "ok"
+            except Exception as exc:
+                checks["broker"] = f"unreachable: {type(exc).__name__}"
+        return checks
+
+
+def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
+    """The FastAPI app of a service, with health, readiness, metrics and error mapping."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(spec, settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=spec.title, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    instrument(app, spec.name)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok", "service": spec.name}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
+    async def readyz() -> Any:
+        """Ready: the database and the broker are reachable."""
+        runtime: Runtime = app.state.runtime
+        checks = await runtime.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "not ready", "checks": checks},
+        )
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,113 @@
+"""Every setting of every service, read from environment variables in one place.
+
+`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` keep their conventional names so the same
+values work for other tools; everything else is prefixed `HOTLINE_`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("intake", "dispatch", "followup", "metrics")
+
+DEFAULT_PORTS: dict[ServiceName, int] = {
+    "intake": 8001,
+    "dispatch": 8002,
+    "followup": 8003,
+    "metrics": 8004,
+}
+
+
+class Settings(BaseSettings):
+    """Configuration of a service process; defaults suit the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "HOTLINE_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/hotline",
+        validation_alias=AliasChoices("DATABASE_URL", "HOTLINE_DATABASE_URL"),
+    )
+
+    data_dir: Path = Path(".hotline")
+    host: str = "127.0.0.1"
+    intake_port: int = DEFAULT_PORTS["intake"]
+    dispatch_port: int = DEFAULT_PORTS["dispatch"]
+    followup_port: int = DEFAULT_PORTS["followup"]
+    metrics_port: int = DEFAULT_PORTS["metrics"]
+
+    # Topics. A prefix lets several stacks (or tests) share one broker.
+    topic_prefix: str = ""
+    topic_partitions: int = 3
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+
+    # Database schemas, one per service; the prefix isolates tests on one cluster.
+    schema_prefix: str = ""
+    db_pool_size: int = 10
+    migrate_on_start: bool = True
+
+    # Outbox relay.
+    relay_batch_size: int = 500
+    relay_idle_seconds: float = 0.2
+    relay_request_timeout_ms: int = 40_000
+    relay_max_backoff_seconds: float = 10.0
+    kafka_compression: Literal["gzip", "none"] = "gzip"
+    topic_replication_factor: int = 1
+
+    # Consumer loop.
+    consumer_batch_size: int = 500
+    consumer_poll_ms: int = 200
+    consumer_session_timeout_ms: int = 10_000
+    consumer_max_backoff_seconds: float = 10.0
+
+    # Ordered shutdown: how long a stopping service keeps relaying and consuming.
+    shutdown_drain_seconds: float = 10.0
+
+    # Privacy: the key of the salted phone-number hash. Empty means a key generated once
+    # and kept in `<data_dir>/phone-hash.key`.
+    phone_hash_key: str = ""
+
+    # The embedded stack of `hotline up` (used only when the servers above are not given).
+    embedded_broker_port: int = 9092
+    embedded_postgres_port: int = 5433
+    embedded_broker_memory_mb: int = 1024
+    """Above this resident size the embedded broker (which keeps every record in memory and
+    ignores retention) is recycled: services drained and stopped, broker restarted empty."""
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_asyncpg(cls, url: str) -> str:
+        """Accept the plain `postgresql://` form other tools print."""
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain) :]
+        return url
+
+    def port_of(self, service: ServiceName) -> int:
+        """The HTTP port a service listens on."""
+        ports: dict[ServiceName, int] = {
+            "intake": self.intake_port,
+            "dispatch": self.dispatch_port,
+            "followup": self.followup_port,
+            "metrics": self.metrics_port,
+        }
+        return ports[service]
+
+    def topic(self, owner: ServiceName) -> str:
+        """The topic a service publishes its events to."""
+        return f"{self.topic_prefix}{owner}.events"
+
+    def schema_of(self, service: ServiceName) -> str:
+        """The database schema a service owns."""
+        return f"{self.schema_prefix}{service}"

@@ -1,0 +1,127 @@
+"""Session fixtures: one real Kafka-protocol broker and one real PostgreSQL for all tests.
+
+Where they come from, in order: `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` if set; else
+testcontainers when a Docker engine answers; else local processes (tansu, and PostgreSQL's
+own programs) started by `hotline.embedded`. Each test that needs them gets its own
+database and its own topic prefix, so tests never depend on each other's data or order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from hotline.embedded import RunningBroker, start_broker, start_postgres
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Infra:
+    """Where the shared broker and database are; `broker` is set when we started tansu."""
+
+    bootstrap_servers: str
+    database_url: str
+    broker: RunningBroker | None = None
+
+
+def _from_containers(stack: contextlib.ExitStack) -> Infra | None:
+    """Kafka and PostgreSQL in Docker, when an engine is reachable (a developer's laptop)."""
+    try:
+        from docker.errors import DockerException
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:
+        return None
+    try:
+        postgres = PostgresContainer("postgres:16.4-alpine", driver="asyncpg")
+        kafka = KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft()
+    except DockerException:
+        return None
+    stack.enter_context(postgres)
+    stack.enter_context(kafka)
+    return Infra(kafka.get_bootstrap_server(), postgres.get_connection_url())
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    """The broker and database every integration and end-to-end test uses."""
+    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env_db = os.environ.get("DATABASE_URL")
+    with contextlib.ExitStack() as stack:
+        found = None
+        if not (env_kafka and env_db):
+            found = _from_containers(stack)
+        if found is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="hotline-test-"))
+            stack.callback(shutil.rmtree, data_dir, True)
+            broker = None
+            if not env_kafka:
+                broker = start_broker(data_dir)
+                stack.callback(broker.stop)
+            database_url = env_db
+            if not database_url:
+                postgres = start_postgres(data_dir)
+                stack.callback(postgres.stop)
+                database_url = postgres.url
+            found = Infra(env_kafka or broker.bootstrap_servers, database_url, broker)  # type: ignore[union-attr]
+        yield found
+
+
+def settings_for(infra: Infra, database_url: str, **overrides: object) -> Settings:
+    """Settings of a test stack: its own topics and data folder, quick loops."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": infra.bootstrap_servers,
+        "database_url": database_url,
+        "topic_prefix": prefix,
+        "data_dir": Path(tempfile.mkdtemp(prefix="hotline-data-")),
+        "relay_idle_seconds": 0.05,
+        "relay_max_backoff_seconds": 0.5,
+        "consumer_poll_ms": 100,
+        "consumer_max_backoff_seconds": 0.5,
+        "consumer_session_timeout_ms": 6000,
+        "shutdown_drain_seconds": 5.0,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+async def database(infra: Infra) -> AsyncIterator[str]:
+    """A new, empty database on the shared cluster, dropped afterwards."""
+    url = make_url(infra.database_url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin_dsn = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    yield url.set(database=name).render_as_string(hide_password=False)
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def settings(infra: Infra, database: str) -> Settings:
+    """Settings for one test: own database, own topics."""
+    return settings_for(infra, database)

@@ -1,0 +1,166 @@
+"""In-memory twins of the bus and the database, for unit tests of pure logic."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from shared.consumer import DeadLetter, Delivery
+from shared.envelope import encode, event_data
+from shared.events import Event
+from shared.outbox import PendingEvent, PublishResult
+
+
+class FakeUnitOfWork:
+    """A transaction over a dict: commit keeps changes, leaving the block without it drops them."""
+
+    def __init__(self, store: dict[str, Any]) -> None:
+        self.store = store
+        self.commits = 0
+        self._working: dict[str, Any] = {}
+
+    async def __aenter__(self) -> Self:
+        self._working = copy.deepcopy(self.store)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._working = {}
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._working
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        snapshot = copy.deepcopy(self._working)
+        try:
+            yield
+        except BaseException:
+            self._working.clear()
+            self._working.update(snapshot)
+            raise
+
+    async def commit(self) -> None:
+        self.store.clear()
+        self.store.update(copy.deepcopy(self._working))
+        self.commits += 1
+
+
+class FakeProcessedLog:
+    """Processed event ids kept inside the fake transaction's state."""
+
+    async def already_processed(self, uow: Any, event_ids: Sequence[str]) -> set[str]:
+        return set(event_ids) & set(uow.state.setdefault("processed", []))
+
+    async def record(self, uow: Any, event_id: str, ce_type: str) -> None:
+        uow.state.setdefault("processed", []).append(event_id)
+
+
+@dataclass
+class FakeSource:
+    """Hands out prepared batches and remembers what was committed."""
+
+    batches: list[list[Delivery]]
+    committed: list[Delivery] = field(default_factory=list)
+
+    async def fetch(self) -> list[Delivery]:
+        if not self.batches:
+            await asyncio.sleep(0.001)  # like getmany's poll timeout: nothing came
+            return []
+        return self.batches.pop(0)
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
+        self.committed.extend(deliveries)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        return {("t", 0): sum(len(b) for b in self.batches)}
+
+
+@dataclass
+class FakeDeadLetters:
+    """Collects dead letters; can be told to fail a number of times first."""
+
+    failures_left: int = 0
+    sent: list[DeadLetter] = field(default_factory=list)
+
+    async def send(self, letters: Sequence[DeadLetter], service: str) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("broker down")
+        self.sent.extend(letters)
+
+
+def delivery_of(event: Event, *, event_id: str, offset: int = 0, topic: str = "t") -> Delivery:
+    """The record a producer would have written for `event`."""
+    record = encode(
+        event_id=event_id,
+        ce_type=event.ce_type,
+        source="/test",
+        time=event.occurred_at(),
+        key=event.ticket_id,
+        data=event_data(event),
+    )
+    return Delivery(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers),
+    )
+
+
+class FakeOutboxStore:
+    """An outbox in a list; `seq` order, published flags, failure notes."""
+
+    def __init__(self, events: list[PendingEvent]) -> None:
+        self.rows = {event.seq: event for event in events}
+        self.published: list[int] = []
+        self.failures: dict[int, str] = {}
+
+    @asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[Any]:
+        pending = [self.rows[s] for s in sorted(self.rows) if s not in self.published][:limit]
+        store = self
+
+        class Batch:
+            events = pending
+
+            async def mark_published(self, seqs: Sequence[int]) -> None:
+                store.published.extend(seqs)
+
+            async def record_failure(self, seqs: Sequence[int], error: str) -> None:
+                for seq in seqs:
+                    store.failures[seq] = error
+
+        yield Batch()
+
+    async def backlog(self) -> tuple[int, float]:
+        return len(self.rows) - len(self.published), 0.0
+
+    async def prune_published(self, older_than_seconds: float) -> int:
+        return 0
+
+
+@dataclass
+class FakePublisher:
+    """A broker that acknowledges, or fails the next `failures_left` sends at `fail_from`."""
+
+    failures_left: int = 0
+    fail_from: int = 0
+    topic_log: list[PendingEvent] = field(default_factory=list)
+
+    async def publish(self, events: Sequence[PendingEvent]) -> PublishResult:
+        result = PublishResult()
+        for index, event in enumerate(events):
+            if self.failures_left and index >= self.fail_from:
+                self.failures_left -= 1
+                result.error = ConnectionError("broker down")
+                break
+            self.topic_log.append(event)
+            result.sent.append(event.seq)
+        return result

@@ -121,7 +121,7 @@ class SqlProcessedLog:
     async def already_processed(self, uow: UnitOfWork, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
-        rows = await uow.session.execute(
+        rows = await uow.execute(
             sa.select(processed_events.c.event_id).where(
                 processed_events.c.event_id.in_(list(event_ids))
             )
@@ -129,9 +129,7 @@ class SqlProcessedLog:
         return {row[0] for row in rows}
 
     async def record(self, uow: UnitOfWork, event_id: str, ce_type: str) -> None:
-        await uow.session.execute(
-            processed_events.insert().values(event_id=event_id, ce_type=ce_type)
-        )
+        await uow.execute(processed_events.insert().values(event_id=event_id, ce_type=ce_type))
 
 
 class KafkaSource:
@@ -222,7 +220,7 @@ class ConsumerLoop:
         max_backoff_seconds: float = 10.0,
     ) -> None:
         self._service = service
-        self._source = source
+        self.source = source
         self._handlers = dict(handlers)
         self._new_uow = new_uow
         self.dead_letters = dead_letters
@@ -310,7 +308,7 @@ class ConsumerLoop:
                 await backoff.wait(stopping)
         self._count(outcome)
         try:
-            await self._source.commit(deliveries)
+            await self.source.commit(deliveries)
         except KafkaError as exc:
             # Effects are stored with their event ids: a redelivery changes nothing.
             log.warning(
@@ -324,7 +322,7 @@ class ConsumerLoop:
         last_lag_check = 0.0
         while not stopping.is_set():
             try:
-                deliveries = await self._source.fetch()
+                deliveries = await self.source.fetch()
                 if deliveries and not await self.handle(deliveries, stopping):
                     return
                 if not deliveries or time.monotonic() - last_lag_check > 1.0:
@@ -346,11 +344,11 @@ class ConsumerLoop:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                deliveries = await self._source.fetch()
+                deliveries = await self.source.fetch()
                 if deliveries:
                     await self.handle(deliveries, never)
                     continue
-                if sum((await self._source.lag()).values()) == 0:
+                if sum((await self.source.lag()).values()) == 0:
                     return True
             except Exception as exc:
                 log.warning("consumer drain retrying", extra={"error": repr(exc)})
@@ -358,7 +356,7 @@ class ConsumerLoop:
         return False
 
     async def _report_lag(self) -> None:
-        lags = await self._source.lag()
+        lags = await self.source.lag()
         for (topic, partition), lag in lags.items():
             CONSUMER_LAG.labels(self._service, topic, str(partition)).set(lag)
         if lags and sum(lags.values()) == 0:

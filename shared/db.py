@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -84,6 +85,11 @@ class UnitOfWork:
         # results stay readable after the block.
         await self.session.close()
         self._session = None
+
+    async def execute(self, statement: Executable) -> Result[Any]:
+        """Run a Core statement (shared tables are Core, not SQLModel) in this transaction."""
+        connection = await self.session.connection()
+        return await connection.execute(statement)
 
     def savepoint(self) -> AbstractAsyncContextManager[object]:
         """A nested transaction: what fails inside it is undone without losing the rest."""

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.envelope import encode, event_data
 from shared.events import Event
@@ -60,7 +61,7 @@ async def append_to_outbox(
     session: AsyncSession, event: Event, *, event_id: str, topic: str, source: str
 ) -> None:
     """Write `event` into the caller's transaction; the relay publishes it after commit."""
-    await session.execute(
+    await (await session.connection()).execute(
         outbox.insert().values(
             event_id=event_id,
             topic=topic,
@@ -127,14 +128,14 @@ class _SqlBatch:
     events: list[PendingEvent]
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
-        await self.session.execute(
+        await (await self.session.connection()).execute(
             outbox.update()
             .where(outbox.c.seq.in_(list(seqs)))
             .values(published_at=sa.func.now(), attempts=outbox.c.attempts + 1, last_error=None)
         )
 
     async def record_failure(self, seqs: Sequence[int], error: str) -> None:
-        await self.session.execute(
+        await (await self.session.connection()).execute(
             outbox.update()
             .where(outbox.c.seq.in_(list(seqs)))
             .values(attempts=outbox.c.attempts + 1, last_error=error[:2000])
@@ -158,7 +159,7 @@ class SqlOutboxStore:
             if not leader:
                 yield None
                 return
-            rows = await session.execute(
+            rows = await (await session.connection()).execute(
                 sa.select(outbox)
                 .where(outbox.c.published_at.is_(None))
                 .order_by(outbox.c.seq)
@@ -183,7 +184,7 @@ class SqlOutboxStore:
         """How many rows wait, and how old the oldest is in seconds."""
         async with self._sessions() as session:
             row = (
-                await session.execute(
+                await (await session.connection()).execute(
                     sa.select(
                         sa.func.count(),
                         sa.func.coalesce(
@@ -200,7 +201,7 @@ class SqlOutboxStore:
     async def prune_published(self, older_than_seconds: float) -> int:
         """Delete rows published long ago; the topic and the consumers have them."""
         async with self._sessions() as session, session.begin():
-            result = await session.execute(
+            result = await (await session.connection()).execute(
                 sa.delete(outbox).where(
                     outbox.c.published_at
                     < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     # Ordered shutdown: how long a stopping service keeps relaying and consuming.
     shutdown_drain_seconds: float = 10.0
 
+    # Dispatch: work-order deadlines in China's working days.
+    default_due_working_days: int = Field(default=5, ge=1, le=60)
+    holiday_file: Path | None = None
+    """Official holiday schedules an operator adds (TOML); default `<data_dir>/holidays.toml`.
+    It takes precedence over the chinesecalendar library, which covers 2004-2026 only."""
+    sweeper_interval_seconds: float = 30.0
+    retry_after_seconds: int = 1
+    """What a 409 for a ticket whose event has not arrived yet tells the client to wait."""
+
+    # Metrics.
+    rates_window_days: int = 30
+    """The rolling window of the per-city rate gauges Prometheus scrapes."""
+    rates_refresh_seconds: float = 30.0
+
     # Privacy: the key of the salted phone-number hash. Empty means a key generated once
     # and kept in `<data_dir>/phone-hash.key`.
     phone_hash_key: str = ""
@@ -93,6 +107,10 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return "postgresql+asyncpg://" + url[len(plain) :]
         return url
+
+    def holiday_path(self) -> Path:
+        """Where the operator's holiday file is read from."""
+        return self.holiday_file or self.data_dir / "holidays.toml"
 
     def port_of(self, service: ServiceName) -> int:
         """The HTTP port a service listens on."""

@@ -66,6 +66,7 @@ def infra() -> Iterator[Infra]:
             found = _from_containers(stack)
         if found is None:
             data_dir = Path(tempfile.mkdtemp(prefix="hotline-test-"))
+            data_dir.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
             stack.callback(shutil.rmtree, data_dir, True)
             broker = None
             if not env_kafka:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from shared.serve import load_app
+from shared.settings import ServiceName, Settings
 
 T = TypeVar("T")
 
@@ -30,3 +38,71 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_service(
+    name: ServiceName, settings: Settings, *, wait_for_broker: bool = True
+) -> AsyncIterator[ServiceClient]:
+    """A service app with its lifespan running (migrations, relay, consumer), and an HTTP
+    client speaking to it in-process."""
+    app = load_app(name, settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        if wait_for_broker:
+            await eventually(runtime.broker_connected.is_set, message=f"{name} on the broker")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
+            yield ServiceClient(client, runtime)
+
+
+@dataclass
+class ServiceClient:
+    """An HTTP client of one running service, plus its runtime for white-box waits."""
+
+    http: httpx.AsyncClient
+    runtime: Any
+
+    async def consumed(self) -> None:
+        """Wait until this service's consumer has caught up with everything on its topics."""
+        await eventually(self._caught_up, message="consumer caught up")
+
+    async def _caught_up(self) -> bool:
+        loop = self.runtime.loop
+        return loop is not None and sum((await loop.source.lag()).values()) == 0
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, at_least: int = 0, timeout: float = 15.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` from the beginning; waits until there are `at_least`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        partitions = await eventually(
+            lambda: consumer.partitions_for_topic(topic), message=f"topic {topic}"
+        )
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = await consumer.getmany(*assigned, timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+            if not batch and len(records) >= at_least:
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: {len(records)} records after {timeout}s, wanted {at_least}"
+                )
+    finally:
+        await consumer.stop()
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, bytes]:
+    """A record's headers as a dict."""
+    return dict(record.headers)

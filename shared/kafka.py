@@ -29,7 +29,7 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica and keeps per-partition order.
 
     aiokafka keeps one request in flight per broker, so order within a partition holds
-    without the idempotent producer, which tansu (the embedded broker) does not support.
+    even without the idempotent producer, which tansu (the embedded broker) lacks.
     """
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -40,6 +40,7 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         if settings.kafka_compression == "none"
         else settings.kafka_compression,
         request_timeout_ms=settings.relay_request_timeout_ms,
+        enable_idempotence=settings.kafka_idempotent_producer,
         retry_backoff_ms=200,
     )
 

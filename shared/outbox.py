@@ -275,6 +275,11 @@ class OutboxRelay:
         """Something was committed to the outbox: publish now rather than at the next poll."""
         self._wakeup.set()
 
+    async def backlog(self) -> int:
+        """How many events wait to be published."""
+        count, _ = await self._store.backlog()
+        return count
+
     async def relay_once(self) -> int:
         """Publish one batch. Returns how many rows went out; raises if the broker failed."""
         async with self._store.claim(self._batch_size) as batch:
@@ -321,8 +326,11 @@ class OutboxRelay:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if await self.relay_once() == 0 and (await self._store.backlog())[0] == 0:
-                    return True
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    if await self.relay_once() == 0 and (await self._store.backlog())[0] == 0:
+                        return True
+            except TimeoutError:
+                break
             except Exception as exc:
                 log.warning("outbox drain retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(

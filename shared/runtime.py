@@ -123,8 +123,13 @@ class Runtime:
     async def stop(self) -> None:
         """Stop the loops, then drain: consume what is left, publish what is left (bounded)."""
         self._stopping.set()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         drain = self.settings.shutdown_drain_seconds
+        # A loop blocked on an unreachable broker is cancelled; its batch stays unpublished
+        # or uncommitted and is picked up again at the next start.
+        _, pending = await asyncio.wait(self._tasks, timeout=drain) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.broker_connected.is_set():
             if self.loop is not None and not await self.loop.drain(drain):
                 log.warning("consumer not drained at shutdown", extra={"service": self.spec.name})

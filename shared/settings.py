@@ -57,7 +57,12 @@ class Settings(BaseSettings):
     # Outbox relay.
     relay_batch_size: int = 500
     relay_idle_seconds: float = 0.2
-    relay_request_timeout_ms: int = 40_000
+    relay_request_timeout_ms: int = 120_000
+    """How long a send waits for the broker. Long on purpose: a broker that stalls and comes
+    back answers the pending request, so nothing is sent twice (a send that timed out may
+    still land, and resending it would duplicate it on the topic)."""
+    kafka_idempotent_producer: bool = False
+    """Broker-side de-duplication of retried sends; Apache Kafka has it, tansu does not."""
     relay_max_backoff_seconds: float = 10.0
     kafka_compression: Literal["gzip", "none"] = "gzip"
     topic_replication_factor: int = 1

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from hotline.embedded import RunningBroker, start_broker, start_postgres
 from shared.settings import Settings
+from tests.support import settings_for
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +80,6 @@ def infra() -> Iterator[Infra]:
                 database_url = postgres.url
             found = Infra(env_kafka or broker.bootstrap_servers, database_url, broker)  # type: ignore[union-attr]
         yield found
-
-
-def settings_for(infra: Infra, database_url: str, **overrides: object) -> Settings:
-    """Settings of a test stack: its own topics and data folder, quick loops."""
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    values: dict[str, object] = {
-        "kafka_bootstrap_servers": infra.bootstrap_servers,
-        "database_url": database_url,
-        "topic_prefix": prefix,
-        "data_dir": Path(tempfile.mkdtemp(prefix="hotline-data-")),
-        "relay_idle_seconds": 0.05,
-        "relay_max_backoff_seconds": 0.5,
-        "consumer_poll_ms": 100,
-        "consumer_max_backoff_seconds": 0.5,
-        "consumer_session_timeout_ms": 6000,
-        "shutdown_drain_seconds": 5.0,
-        "log_json": False,
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
 
 
 @pytest.fixture

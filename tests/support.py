@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +41,26 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
         await asyncio.sleep(interval)
+
+
+def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings:
+    """Settings of a test stack: its own topics and data folder, quick loops."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": infra.bootstrap_servers,
+        "database_url": database_url,
+        "topic_prefix": prefix,
+        "data_dir": Path(tempfile.mkdtemp(prefix="hotline-data-")),
+        "relay_idle_seconds": 0.05,
+        "relay_max_backoff_seconds": 0.5,
+        "consumer_poll_ms": 100,
+        "consumer_max_backoff_seconds": 0.5,
+        "consumer_session_timeout_ms": 6000,
+        "shutdown_drain_seconds": 5.0,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
 
 
 @asynccontextmanager

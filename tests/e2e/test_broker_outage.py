@@ -1,0 +1,55 @@
+"""A broker outage: the API keeps taking tickets; afterwards each is published exactly once."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hotline.embedded import start_broker
+from tests.e2e.test_intake import ticket
+from tests.support import eventually, headers_of, read_topic, running_service, settings_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def own_broker():
+    """A broker of this test's own, so pausing it disturbs no other test."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hotline-outage-"))
+    broker = start_broker(data_dir)
+    yield broker
+    broker.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_tickets_taken_while_the_broker_is_paused_are_published_once_it_resumes(
+    infra, database, own_broker
+):
+    settings = settings_for(infra, database, kafka_bootstrap_servers=own_broker.bootstrap_servers)
+    async with running_service("intake", settings) as intake:
+        before = (await intake.http.post("/tickets", json=ticket(city="before"))).json()
+        await read_topic(own_broker.bootstrap_servers, settings.topic("intake"), at_least=1)
+        own_broker.pause()
+        try:
+            during = []
+            for n in range(20):
+                response = await intake.http.post("/tickets", json=ticket(city=f"c{n}"))
+                assert response.status_code == 201
+                during.append(response.json()["ticket_id"])
+            ready = await intake.http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["broker"].startswith("unreachable")
+        finally:
+            own_broker.resume()
+
+        async def backlog_empty() -> bool:
+            return await intake.runtime.relay.backlog() == 0
+
+        await eventually(backlog_empty, timeout=30, message="outbox drained after the outage")
+        records = await read_topic(
+            own_broker.bootstrap_servers, settings.topic("intake"), at_least=21
+        )
+    keys = [record.key.decode() for record in records]
+    assert sorted(keys) == sorted([before["ticket_id"], *during])
+    assert len({headers_of(record)["ce_id"] for record in records}) == 21

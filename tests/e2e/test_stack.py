@@ -1,0 +1,150 @@
+"""`hotline up` as a newcomer runs it: a real process tree, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hotline.embedded import free_port
+from tests.e2e.test_intake import ticket
+from tests.support import read_topic
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("intake", "dispatch", "followup", "metrics")
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class StackProcess:
+    """`python -m hotline.cli up` in a temporary data folder, on free ports."""
+
+    def __init__(self, **extra_env: str) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="hotline-up-"))
+        self.data_dir.chmod(0o711)
+        self.ports = {name: free_port() for name in SERVICES}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+        }
+        env.update({f"HOTLINE_{name.upper()}_PORT": str(port) for name, port in self.ports.items()})
+        env.update(
+            HOTLINE_DATA_DIR=str(self.data_dir),
+            HOTLINE_EMBEDDED_BROKER_PORT=str(free_port()),
+            HOTLINE_EMBEDDED_POSTGRES_PORT=str(free_port()),
+            HOTLINE_SHUTDOWN_DRAIN_SECONDS="5",
+            **extra_env,
+        )
+        self.env = env
+        self.output: list[str] = []
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 90) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hotline.cli",
+            "up",
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        await self.wait_for_line("Ready.", timeout)
+
+    async def wait_for_line(self, text: str, timeout: float) -> str:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.process.stdout.readline()).decode()
+                if not line:
+                    raise AssertionError("hotline up ended:\n" + "".join(self.output))
+                self.output.append(line)
+                if text in line:
+                    return line
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def stack_env(self) -> dict[str, str]:
+        lines = (self.data_dir / "stack.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    async def interrupt(self, timeout: float = 90) -> int:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        self.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(timeout):
+            rest = await self.process.stdout.read()
+            self.output.append(rest.decode())
+            return await self.process.wait()
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind():
+    stack = StackProcess()
+    try:
+        await stack.start()
+        summary = "".join(stack.output)
+        for name in SERVICES:
+            assert stack.url(name) in summary
+        found = stack.stack_env()
+        assert found["KAFKA_BOOTSTRAP_SERVERS"] in summary
+        assert found["DATABASE_URL"] in summary
+        async with httpx.AsyncClient() as client:
+            for name in SERVICES:
+                assert (await client.get(f"{stack.url(name)}/healthz")).status_code == 200
+            created = await client.post(f"{stack.url('intake')}/tickets", json=ticket())
+        assert created.status_code == 201
+        records = await read_topic(found["KAFKA_BOOTSTRAP_SERVERS"], "intake.events", at_least=1)
+        assert [r.key.decode() for r in records] == [created.json()["ticket_id"]]
+
+        assert stack.process is not None
+        children = descendants(stack.process.pid)
+        assert len(children) >= 6  # four services, the broker, the postmaster (and its workers)
+        assert await stack.interrupt() == 0
+        assert "stopped; nothing left running" in "".join(stack.output)
+        assert [pid for pid in children if alive(pid)] == []
+        assert not (stack.data_dir / "stack.pid").exists()
+    finally:
+        await stack.close()

@@ -1,0 +1,199 @@
+"""The outbox relay and the consumer loop against a real broker and a real PostgreSQL."""
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
+from shared.db import UnitOfWork, make_engine, make_sessions
+from shared.envelope import encode, event_data
+from shared.events import TicketSubmitted, TransferAttempted
+from shared.kafka import dlq_topic, ensure_topics, make_producer
+from tests.support import eventually, headers_of, read_topic, running_service
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+
+def transfer(ticket_id: str, n: int) -> TransferAttempted:
+    return TransferAttempted(
+        ticket_id=ticket_id,
+        transfer_id=str(n),
+        department="交通局",
+        mode="transfer",
+        connected=n % 2 == 0,
+        at=AT,
+    )
+
+
+async def test_two_relays_of_one_service_publish_each_event_once_in_order_per_ticket(
+    settings, infra
+):
+    """Replicas share the outbox; only one relays at a time, so order per key holds."""
+    async with (
+        running_service("intake", settings) as one,
+        running_service("intake", settings) as two,
+    ):
+        for n in range(40):
+            runtime = (one if n % 2 else two).runtime
+            async with runtime.uow() as uow:
+                await uow.emit(transfer(f"ticket-{n % 4}", n))
+                await uow.commit()
+        records = await read_topic(infra.bootstrap_servers, settings.topic("intake"), at_least=40)
+    ids = [headers_of(r)["ce_id"] for r in records]
+    assert len(ids) == 40
+    assert len(set(ids)) == 40
+    for ticket in range(4):
+        key = f"ticket-{ticket}".encode()
+        numbers = [int(json.loads(r.value)["transfer_id"]) for r in records if r.key == key]
+        assert numbers == sorted(numbers)
+        assert len(numbers) == 10
+
+
+async def test_the_outbox_marks_rows_published_only_once_the_broker_has_them(settings, infra):
+    async with running_service("intake", settings) as intake:
+        async with intake.runtime.uow() as uow:
+            await uow.emit(transfer("ticket-x", 1))
+            await uow.commit()
+        await read_topic(infra.bootstrap_servers, settings.topic("intake"), at_least=1)
+
+        async def published() -> bool:
+            async with intake.runtime.uow() as uow:
+                result = await uow.execute(
+                    sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                )
+                return result.scalar_one() == 0
+
+        await eventually(published, message="outbox row marked published")
+
+
+class Probe:
+    """A consumer loop with one visible effect: a row per applied transfer."""
+
+    def __init__(self, settings, schema: str) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url, schema)
+        self.sessions = make_sessions(self.engine)
+        self.schema = schema
+
+    async def create_tables(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            await connection.execute(
+                sa.text(f'CREATE TABLE "{self.schema}".applied (ticket_id text, transfer_id text)')
+            )
+            await connection.execute(
+                sa.text(
+                    f'CREATE TABLE "{self.schema}".processed_events (event_id varchar(64) '
+                    "PRIMARY KEY, ce_type varchar(255) NOT NULL, processed_at timestamptz "
+                    "NOT NULL DEFAULT now())"
+                )
+            )
+
+    async def applied(self) -> list[tuple[str, str]]:
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(sa.text("SELECT ticket_id, transfer_id FROM applied"))
+            return sorted((r[0], r[1]) for r in rows)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, source="/probe", topic=None)
+
+
+async def apply_transfer(uow: UnitOfWork, event: TransferAttempted) -> None:
+    await uow.execute(
+        sa.text("INSERT INTO applied VALUES (:t, :x)").bindparams(
+            t=event.ticket_id, x=event.transfer_id
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def probe_loop(settings, topic: str):
+    probe = Probe(settings, schema="probe")
+    await probe.create_tables()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.topic_prefix}probe",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = make_producer(settings, client_id="probe")
+    await consumer.start()
+    await producer.start()
+    loop = ConsumerLoop(
+        service="probe",
+        source=KafkaSource(consumer, batch_size=100, poll_ms=100),
+        handlers={TransferAttempted: apply_transfer},
+        new_uow=probe.uow,
+        dead_letters=KafkaDeadLetterSink(producer),
+        max_backoff_seconds=0.2,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stopping))
+    try:
+        yield probe
+    finally:
+        stopping.set()
+        await task
+        await consumer.stop()
+        await producer.stop()
+        await probe.engine.dispose()
+
+
+async def send(producer: AIOKafkaProducer, topic: str, event, event_id: str) -> None:
+    record = encode(
+        event_id=event_id,
+        ce_type=event.ce_type,
+        source="/test",
+        time=event.occurred_at(),
+        key=event.ticket_id,
+        data=event_data(event),
+    )
+    await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+
+
+async def test_a_redelivered_event_changes_nothing_and_poison_goes_to_the_dlq(settings):
+    topic = settings.topic("dispatch")
+    await ensure_topics(settings, [topic, dlq_topic(topic)])
+    producer = make_producer(settings, client_id="test")
+    await producer.start()
+    try:
+        async with probe_loop(settings, topic) as probe:
+            await send(producer, topic, transfer("t-1", 1), "event-1")
+            await send(producer, topic, transfer("t-1", 1), "event-1")  # redelivered copy
+            await producer.send_and_wait(
+                topic, b"{not json", key=b"t-2", headers=[("ce_type", b"x")]
+            )
+            unknown = TicketSubmitted(
+                ticket_id="t-3",
+                city="大连",
+                channel="online",
+                scenario="s",
+                category="help",
+                submitted_at=AT,
+                call={"answered": True, "resolved_at_first_contact": True},
+            )
+            await send(producer, topic, unknown, "event-3")  # no handler: skipped
+            await send(producer, topic, transfer("t-4", 2), "event-4")  # after the poison
+            await eventually(
+                lambda: _count(probe.applied(), 2), message="both distinct transfers applied"
+            )
+            dead = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(topic), at_least=1)
+            assert await probe.applied() == [("t-1", "1"), ("t-4", "2")]
+    finally:
+        await producer.stop()
+    assert len(dead) == 1
+    assert dead[0].value == b"{not json"
+    assert b"missing header" in headers_of(dead[0])["dlq_reason"]
+    assert headers_of(dead[0])["dlq_topic"] == topic.encode()
+
+
+async def _count(rows_coro, wanted: int) -> bool:
+    return len(await rows_coro) == wanted

@@ -3,18 +3,22 @@
 import asyncio
 import contextlib
 import json
+import shutil
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hotline.embedded import start_postgres
 from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
 from shared.db import UnitOfWork, make_engine, make_sessions
 from shared.envelope import encode, event_data
 from shared.events import TicketSubmitted, TransferAttempted
 from shared.kafka import dlq_topic, ensure_topics, make_producer
-from tests.support import eventually, headers_of, read_topic, running_service
+from tests.support import eventually, headers_of, read_topic, running_service, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +201,34 @@ async def test_a_redelivered_event_changes_nothing_and_poison_goes_to_the_dlq(se
 
 async def _count(rows_coro, wanted: int) -> bool:
     return len(await rows_coro) == wanted
+
+
+async def test_a_database_outage_stalls_the_consumer_without_losing_or_doubling_events(infra):
+    """PostgreSQL stopped mid-stream: the batch is retried until it is back, then applied once."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hotline-dbdown-"))
+    data_dir.chmod(0o711)
+    postgres = start_postgres(data_dir)
+    try:
+        settings = settings_for(infra, postgres.url)
+        topic = settings.topic("dispatch")
+        await ensure_topics(settings, [topic, dlq_topic(topic)])
+        producer = make_producer(settings, client_id="test")
+        await producer.start()
+        try:
+            async with probe_loop(settings, topic) as probe:
+                await send(producer, topic, transfer("t-1", 1), "event-1")
+                await eventually(lambda: _count(probe.applied(), 1), message="first applied")
+                postgres.stop()
+                for n in range(2, 7):
+                    await send(producer, topic, transfer(f"t-{n}", n), f"event-{n}")
+                    await send(producer, topic, transfer(f"t-{n}", n), f"event-{n}")  # twice
+                postgres = start_postgres(data_dir, postgres.port)
+                await eventually(
+                    lambda: _count(probe.applied(), 6), timeout=30, message="all applied"
+                )
+                assert await probe.applied() == sorted((f"t-{n}", str(n)) for n in range(1, 7))
+        finally:
+            await producer.stop()
+    finally:
+        postgres.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from shared.retry import is_transient
+
+log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -41,8 +48,21 @@ class NotYetKnown(Conflict):
         super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every DomainError to its status with a JSON body `{"detail", "code"}`."""
+def install_error_handlers(app: FastAPI, retry_after_seconds: int = 1) -> None:
+    """Map every DomainError to its status with a JSON body `{"detail", "code"}`, and a
+    database that cannot be reached to 503 (retry later) rather than 500."""
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(OSError)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not is_transient(exc):
+            raise exc
+        log.warning("database unreachable", extra={"path": request.url.path, "error": repr(exc)})
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the database is unreachable; retry shortly", "code": "unavailable"},
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:

@@ -223,7 +223,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
 
     app = FastAPI(title=spec.title, lifespan=lifespan)
     app.state.settings = settings
-    install_error_handlers(app)
+    install_error_handlers(app, settings.retry_after_seconds)
     instrument(app, spec.name)
 
     @app.get("/healthz", tags=["ops"])

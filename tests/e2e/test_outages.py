@@ -1,4 +1,4 @@
-"""A broker outage: the API keeps taking tickets; afterwards each is published exactly once."""
+"""Outages: the broker stalls or the database goes away, and nothing accepted is lost."""
 
 import shutil
 import tempfile
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.embedded import start_broker
+from hotline.embedded import start_broker, start_postgres
 from tests.e2e.test_intake import ticket
 from tests.support import eventually, headers_of, read_topic, running_service, settings_for
 
@@ -53,3 +53,27 @@ async def test_tickets_taken_while_the_broker_is_paused_are_published_once_it_re
     keys = [record.key.decode() for record in records]
     assert sorted(keys) == sorted([before["ticket_id"], *during])
     assert len({headers_of(record)["ce_id"] for record in records}) == 21
+
+
+async def test_with_the_database_down_intake_answers_503_and_recovers_when_it_is_back(infra):
+    data_dir = Path(tempfile.mkdtemp(prefix="hotline-dbdown-"))
+    data_dir.chmod(0o711)
+    postgres = start_postgres(data_dir)
+    try:
+        settings = settings_for(infra, postgres.url)
+        async with running_service("intake", settings) as intake:
+            postgres.stop()
+            down = await intake.http.post("/tickets", json=ticket())
+            ready = await intake.http.get("/readyz")
+            postgres = start_postgres(data_dir, postgres.port)
+            up = await intake.http.post("/tickets", json=ticket())
+            listed = (await intake.http.get("/tickets")).json()["items"]
+    finally:
+        postgres.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert down.status_code == 503
+    assert down.headers["Retry-After"] == "1"
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("unreachable")
+    assert up.status_code == 201
+    assert [item["ticket_id"] for item in listed] == [up.json()["ticket_id"]]

@@ -25,7 +25,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services hotline
+	$(BIN)/mypy shared services hotline benchmarks
 	$(BIN)/lint-imports
 
 format: $(STAMP)

@@ -30,6 +30,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _TRANSIENT_NAMES = frozenset(
     {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
 )
+# SQLSTATEs that mean "try the same thing again": serialization failure, deadlock, lock not
+# available, server shutting down, too many connections; class 08 is connection exceptions.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -37,6 +40,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, _TRANSIENT) or type(exc).__name__ in _TRANSIENT_NAMES:
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] == "08"):
+        return True
+    orig = getattr(exc, "orig", None)
+    if orig is not None and orig is not exc and is_transient(orig):
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_transient(cause)

@@ -1,7 +1,223 @@
-"""Dispatch's routes."""
+"""Dispatch's routes: parse, call a handler, shape the answer. No SQL here."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from services.dispatch import handlers
+from services.dispatch.domain import calendar_note, is_overdue, work_order_status
+from services.dispatch.handlers import DispatchPolicy, StatusFilter
+from services.dispatch.models import (
+    DispatchTicketPublic,
+    FirstReply,
+    Reply,
+    ReplyCreate,
+    ReplyPublic,
+    Transfer,
+    TransferCreate,
+    TransferPublic,
+    WorkOrder,
+    WorkOrderCreate,
+    WorkOrderDetail,
+    WorkOrderPage,
+    WorkOrderPublic,
+)
+from shared.clock import utc_now
+from shared.db import UnitOfWork
 
 router = APIRouter(tags=["dispatch"])
+
+NOT_YET_KNOWN: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "The ticket is not known to dispatch yet (its event may still be on "
+        "its way): retry after `Retry-After` seconds",
+    },
+}
+NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such work order"}}
+MALFORMED: dict[int | str, dict[str, Any]] = {400: {"description": "Malformed JSON"}}
+
+
+def get_uow(request: Request) -> UnitOfWork:
+    """A fresh unit of work from the running service."""
+    uow: UnitOfWork = request.app.state.runtime.uow()
+    return uow
+
+
+def get_policy(request: Request) -> DispatchPolicy:
+    """The calendar and defaults made at startup."""
+    policy: DispatchPolicy = request.app.state.dispatch_policy
+    return policy
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+PolicyDep = Annotated[DispatchPolicy, Depends(get_policy)]
+
+
+@router.post(
+    "/tickets/{ticket_id}/transfers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TransferPublic,
+    responses={**NOT_YET_KNOWN, **MALFORMED},
+)
+async def attempt_transfer(
+    ticket_id: str, body: TransferCreate, uow: UowDep, policy: PolicyDep
+) -> TransferPublic:
+    """Record a transfer (`mode=transfer`, 转接) or a three-way call (`three_way`, 第三方通话)
+    and whether it connected; publishes `hotline.transfer.attempted.v1`.
+
+    `at` defaults to now; it may not be before the ticket's submission (422)."""
+    async with uow:
+        transfer = await handlers.attempt_transfer(
+            uow, ticket_id, body, now=utc_now(), policy=policy
+        )
+    return _transfer(transfer)
+
+
+@router.post(
+    "/tickets/{ticket_id}/work-orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WorkOrderPublic,
+    responses={
+        **NOT_YET_KNOWN,
+        **MALFORMED,
+        409: {
+            "description": "The ticket is not known yet (code `not_yet_known`, with "
+            "`Retry-After`), or it already has an unanswered work order for this department "
+            "(code `open_work_order_exists`)",
+        },
+    },
+)
+async def create_work_order(
+    ticket_id: str, body: WorkOrderCreate, response: Response, uow: UowDep, policy: PolicyDep
+) -> WorkOrderPublic:
+    """Dispatch a work order (工单) to a department; publishes `hotline.workorder.created.v1`.
+
+    `due_at` is 24:00 Asia/Shanghai of the `due_working_days`-th working day (default 5)
+    after the creation day, counting statutory holidays and make-up working days (调休);
+    `calendar_source` says what counted them, and `calendar_note` warns when a year was
+    counted on weekends only. Rules: several work orders per ticket are fine, but only one
+    unanswered per department (a second is a 409 until the first is replied to); a reopened
+    ticket (重办) gets a new work order the same way. `at` may not be before the ticket's
+    submission (422)."""
+    now = utc_now()
+    async with uow:
+        work_order = await handlers.create_work_order(uow, ticket_id, body, now=now, policy=policy)
+    response.headers["Location"] = f"/work-orders/{work_order.work_order_id}"
+    return _work_order(work_order, now)
+
+
+@router.post(
+    "/work-orders/{work_order_id}/replies",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReplyPublic,
+    responses={**NO_WORK_ORDER, **MALFORMED},
+)
+async def reply_to_work_order(work_order_id: str, body: ReplyCreate, uow: UowDep) -> ReplyPublic:
+    """Record a department's reply (部门回复); publishes `hotline.workorder.replied.v1`.
+
+    The first reply is what the rates use and never changes (`first: true`); later replies
+    are kept with `first: false`. `at` may not be before the work order's `created_at` nor
+    before its first reply (422)."""
+    async with uow:
+        reply = await handlers.reply_to_work_order(uow, work_order_id, body, now=utc_now())
+    return _reply(reply)
+
+
+@router.get("/work-orders/{work_order_id}", response_model=WorkOrderDetail, responses=NO_WORK_ORDER)
+async def read_work_order(work_order_id: str, uow: UowDep) -> WorkOrderDetail:
+    """One work order with all its replies, oldest first."""
+    async with uow:
+        work_order, replies = await handlers.get_work_order(uow, work_order_id)
+    shown = _work_order(work_order, utc_now())
+    return WorkOrderDetail(**shown.model_dump(), replies=[_reply(r) for r in replies])
+
+
+@router.get("/work-orders", response_model=WorkOrderPage)
+async def list_work_orders(
+    uow: UowDep,
+    status: Annotated[
+        StatusFilter | None,
+        Query(
+            description="`unanswered`: no reply yet, overdue or not; `overdue`: no reply and "
+            "past `due_at`; `replied`: has a first reply"
+        ),
+    ] = None,
+    city: str | None = None,
+    department: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> WorkOrderPage:
+    """Work orders, earliest `due_at` first (the most overdue lead); follow `next_cursor`."""
+    now = utc_now()
+    async with uow:
+        work_orders, next_cursor = await handlers.list_work_orders(
+            uow,
+            status=status,
+            city=city,
+            department=department,
+            now=now,
+            limit=limit,
+            cursor=cursor,
+        )
+    return WorkOrderPage(items=[_work_order(w, now) for w in work_orders], next_cursor=next_cursor)
+
+
+@router.get("/tickets/{ticket_id}", response_model=DispatchTicketPublic, responses=NOT_YET_KNOWN)
+async def read_ticket(ticket_id: str, uow: UowDep, policy: PolicyDep) -> DispatchTicketPublic:
+    """Dispatch's view of a ticket: transfers, work orders and whether it is reopened (重办).
+
+    An unsatisfied callback reopens the ticket (`reopened: true`, `reopen_count` + 1); it
+    stays reopened, through any new work order, until a later callback is answered
+    satisfied or basically satisfied."""
+    now = utc_now()
+    async with uow:
+        view = await handlers.get_ticket_view(uow, ticket_id, policy)
+    ticket = view.ticket
+    return DispatchTicketPublic(
+        ticket_id=ticket.ticket_id,
+        city=ticket.city,
+        channel=ticket.channel,
+        scenario=ticket.scenario,
+        submitted_at=ticket.submitted_at,
+        reopened=view.reopen.reopened,
+        reopen_count=view.reopen.count,
+        reopened_at=view.reopen.reopened_at,
+        transfers=[_transfer(t) for t in view.transfers],
+        work_orders=[_work_order(w, now) for w in view.work_orders],
+    )
+
+
+def _transfer(transfer: Transfer) -> TransferPublic:
+    return TransferPublic.model_validate(transfer, from_attributes=True)
+
+
+def _reply(reply: Reply) -> ReplyPublic:
+    return ReplyPublic.model_validate(reply, from_attributes=True)
+
+
+def _work_order(work_order: WorkOrder, now: datetime) -> WorkOrderPublic:
+    first_reply = None
+    if work_order.first_reply_id and work_order.first_reply_at and work_order.first_reply_quality:
+        first_reply = FirstReply(
+            reply_id=work_order.first_reply_id,
+            at=work_order.first_reply_at,
+            quality=work_order.first_reply_quality,
+        )
+    return WorkOrderPublic(
+        work_order_id=work_order.work_order_id,
+        ticket_id=work_order.ticket_id,
+        city=work_order.city,
+        department=work_order.department,
+        created_at=work_order.created_at,
+        due_at=work_order.due_at,
+        due_working_days=work_order.due_working_days,
+        calendar_source=work_order.calendar_source,
+        calendar_note=calendar_note(work_order.calendar_source),
+        status=work_order_status(work_order.first_reply_at),
+        overdue=is_overdue(work_order.first_reply_at, work_order.due_at, now),
+        first_reply=first_reply,
+        reply_count=work_order.reply_count,
+    )

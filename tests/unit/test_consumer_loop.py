@@ -165,3 +165,16 @@ def test_network_failures_count_as_transient(exc):
 
     assert is_transient(exc)
     assert not is_transient(ValueError("bad"))
+
+
+def test_deadlocks_and_serialization_failures_are_retried_not_dead_lettered():
+    import asyncpg
+
+    from shared.retry import is_transient
+
+    deadlock = asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+    serialization = asyncpg.exceptions.SerializationError("could not serialize")
+    duplicate = asyncpg.exceptions.UniqueViolationError("duplicate key")
+    assert is_transient(sa.exc.DBAPIError("UPDATE t", {}, deadlock))
+    assert is_transient(sa.exc.DBAPIError("UPDATE t", {}, serialization))
+    assert not is_transient(sa.exc.IntegrityError("INSERT", {}, duplicate))

@@ -1,0 +1,449 @@
+"""What dispatch does: transfers, work orders, replies and the overdue sweep, each stored
+with the event that announces it in one transaction; and what it learns from other services.
+
+Work-order rules:
+- a ticket may have several work orders, one per department at a time: a new work order
+  while the ticket has an unanswered one for the same department is a 409 (reply to that
+  one first). A partial unique index makes this hold across replicas too;
+- a reopened ticket (an unsatisfied callback) gets a new work order like any other ticket;
+- `due_at` is the end of the N-th working day after the creation day (shared.workdays);
+- the first reply is recorded once and never changes; later replies are kept. A reply may
+  not be dated before its work order, nor before the first reply (the first stays first);
+- a transfer or work order may not be dated before the ticket's submission (less the
+  allowed clock skew).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.dispatch.domain import CallbackFact, ReopenState, reopen_state
+from services.dispatch.models import (
+    Callback,
+    Reply,
+    ReplyCreate,
+    Ticket,
+    Transfer,
+    TransferCreate,
+    WorkOrder,
+    WorkOrderCreate,
+)
+from shared.clock import MAX_CLOCK_SKEW, not_before
+from shared.db import UnitOfWork, new_id
+from shared.errors import Conflict, NotFound, NotYetKnown
+from shared.events import (
+    CallbackLogged,
+    TicketSubmitted,
+    TransferAttempted,
+    WorkOrderCreated,
+    WorkOrderOverdue,
+    WorkOrderReplied,
+)
+from shared.pagination import decode_cursor, encode_cursor
+from shared.workdays import WorkCalendar, due_at
+
+log = logging.getLogger(__name__)
+
+StatusFilter = Literal["unanswered", "overdue", "replied"]
+
+
+class OpenWorkOrderExists(Conflict):
+    """The ticket already has an unanswered work order for this department."""
+
+    code = "open_work_order_exists"
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """What dispatch's commands need from the configuration, made once at startup."""
+
+    calendar: WorkCalendar
+    default_due_working_days: int
+    retry_after_seconds: int
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """A ticket with its transfers, work orders and reopen state."""
+
+    ticket: Ticket
+    transfers: list[Transfer]
+    work_orders: list[WorkOrder]
+    reopen: ReopenState
+
+
+# Events from other services. Facts are only added, never updated, so events may arrive in
+# any order and twice without changing the outcome, and no two batches lock the same rows.
+
+
+async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
+    """Remember a submitted ticket (city, channel, scenario, submission time)."""
+    await uow.execute(
+        insert(Ticket)
+        .values(
+            ticket_id=event.ticket_id,
+            city=event.city,
+            channel=event.channel,
+            scenario=event.scenario,
+            submitted_at=event.submitted_at,
+            known_at=sa.func.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["ticket_id"])
+    )
+
+
+async def record_callback(uow: UnitOfWork, event: CallbackLogged) -> None:
+    """Remember a callback; an unsatisfied answer reopens the ticket (see `domain`)."""
+    await uow.execute(
+        insert(Callback)
+        .values(
+            callback_id=event.callback_id,
+            ticket_id=event.ticket_id,
+            reached=event.reached,
+            satisfaction=event.satisfaction,
+            at=event.at,
+        )
+        .on_conflict_do_nothing(index_elements=["callback_id"])
+    )
+    if event.satisfaction == "unsatisfied":
+        log.info("ticket reopened by an unsatisfied callback", extra={"ticket_id": event.ticket_id})
+
+
+# Commands.
+
+
+async def known_ticket(uow: UnitOfWork, ticket_id: str, policy: DispatchPolicy) -> Ticket:
+    """The ticket, or NotYetKnown (409 + Retry-After): its event may still be on its way."""
+    ticket = await uow.session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotYetKnown(
+            f"ticket {ticket_id} is not known to dispatch yet; its event may still be on its way",
+            policy.retry_after_seconds,
+        )
+    return ticket
+
+
+async def attempt_transfer(
+    uow: UnitOfWork,
+    ticket_id: str,
+    command: TransferCreate,
+    *,
+    now: datetime,
+    policy: DispatchPolicy,
+) -> Transfer:
+    """Record a transfer or three-way call attempt and announce it."""
+    ticket = await known_ticket(uow, ticket_id, policy)
+    at = command.at or now
+    _not_before_submission(at, ticket)
+    transfer = Transfer(
+        transfer_id=new_id(),
+        ticket_id=ticket_id,
+        department=command.department,
+        mode=command.mode,
+        connected=command.connected,
+        at=at,
+        recorded_at=now,
+    )
+    uow.session.add(transfer)
+    await uow.emit(
+        TransferAttempted(
+            ticket_id=ticket_id,
+            transfer_id=transfer.transfer_id,
+            department=command.department,
+            mode=command.mode,
+            connected=command.connected,
+            at=at,
+        )
+    )
+    await uow.commit()
+    log.info(
+        "transfer attempted",
+        extra={"ticket_id": ticket_id, "mode": command.mode, "connected": command.connected},
+    )
+    return transfer
+
+
+async def create_work_order(
+    uow: UnitOfWork,
+    ticket_id: str,
+    command: WorkOrderCreate,
+    *,
+    now: datetime,
+    policy: DispatchPolicy,
+) -> WorkOrder:
+    """Dispatch a work order to a department with its working-day deadline, and announce it."""
+    ticket = await known_ticket(uow, ticket_id, policy)
+    created_at = command.at or now
+    _not_before_submission(created_at, ticket)
+    await _refuse_second_open(uow, ticket_id, command.department)
+    days = command.due_working_days or policy.default_due_working_days
+    deadline = due_at(created_at, days, policy.calendar)
+    work_order = WorkOrder(
+        work_order_id=new_id(),
+        ticket_id=ticket_id,
+        city=ticket.city,
+        department=command.department,
+        created_at=created_at,
+        recorded_at=now,
+        due_at=deadline.due_at,
+        due_working_days=days,
+        calendar_source=deadline.source,
+    )
+    uow.session.add(work_order)
+    await uow.emit(
+        WorkOrderCreated(
+            ticket_id=ticket_id,
+            work_order_id=work_order.work_order_id,
+            department=command.department,
+            created_at=created_at,
+            due_at=deadline.due_at,
+            due_working_days=days,
+            calendar_source=deadline.source,
+        )
+    )
+    try:
+        await uow.commit()
+    except IntegrityError:
+        # Another request for the same ticket and department won the race.
+        await uow.rollback()
+        await _refuse_second_open(uow, ticket_id, command.department)
+        raise
+    context = {"ticket_id": ticket_id, "work_order_id": work_order.work_order_id}
+    log.info(
+        "work order created",
+        extra={
+            **context,
+            "due_at": deadline.due_at.isoformat(),
+            "calendar_source": deadline.source,
+        },
+    )
+    if deadline.source == "weekends_only":
+        log.warning(
+            "work order deadline counts weekends only: no holiday schedule for a year it spans",
+            extra={**context, "holiday_file_years": list(policy.calendar.file_years)},
+        )
+    return work_order
+
+
+async def reply_to_work_order(
+    uow: UnitOfWork, work_order_id: str, command: ReplyCreate, *, now: datetime
+) -> Reply:
+    """Record a department's reply and announce it; the first reply is marked and kept."""
+    work_order = (
+        await uow.session.exec(
+            select(WorkOrder).where(WorkOrder.work_order_id == work_order_id).with_for_update()
+        )
+    ).first()
+    if work_order is None:
+        raise NotFound(f"work order {work_order_id} not found")
+    at = command.at or now
+    not_before(at, work_order.created_at, field="at", what="the work order's created_at")
+    first = work_order.first_reply_at is None
+    if work_order.first_reply_at is not None:
+        not_before(at, work_order.first_reply_at, field="at", what="the work order's first reply")
+    reply = Reply(
+        reply_id=new_id(),
+        work_order_id=work_order_id,
+        ticket_id=work_order.ticket_id,
+        quality=command.quality,
+        content=command.content,
+        at=at,
+        recorded_at=now,
+        first=first,
+    )
+    if first:
+        work_order.first_reply_id = reply.reply_id
+        work_order.first_reply_at = at
+        work_order.first_reply_quality = command.quality
+    work_order.reply_count += 1
+    uow.session.add_all([reply, work_order])
+    await uow.emit(
+        WorkOrderReplied(
+            ticket_id=work_order.ticket_id,
+            work_order_id=work_order_id,
+            reply_id=reply.reply_id,
+            department=work_order.department,
+            quality=command.quality,
+            at=at,
+            first=first,
+        )
+    )
+    await uow.commit()
+    log.info(
+        "work order replied",
+        extra={
+            "ticket_id": work_order.ticket_id,
+            "work_order_id": work_order_id,
+            "quality": command.quality,
+            "first": first,
+        },
+    )
+    return reply
+
+
+async def sweep_overdue(uow: UnitOfWork, *, now: datetime, limit: int = 100) -> list[str]:
+    """Announce up to `limit` work orders past due with no reply, each once; returns their ids.
+
+    Rows another sweeper (another replica) holds are skipped, not waited for; the flag and
+    the event are committed together, so no work order is announced twice.
+    """
+    due = (
+        await uow.session.exec(
+            select(WorkOrder)
+            .where(
+                col(WorkOrder.first_reply_at).is_(None),
+                col(WorkOrder.overdue_at).is_(None),
+                col(WorkOrder.due_at) < now,
+            )
+            .order_by(col(WorkOrder.due_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for work_order in due:
+        work_order.overdue_at = now
+        uow.session.add(work_order)
+        await uow.emit(
+            WorkOrderOverdue(
+                ticket_id=work_order.ticket_id,
+                work_order_id=work_order.work_order_id,
+                department=work_order.department,
+                due_at=work_order.due_at,
+                detected_at=now,
+            )
+        )
+    await uow.commit()
+    for work_order in due:
+        log.info(
+            "work order overdue",
+            extra={"ticket_id": work_order.ticket_id, "work_order_id": work_order.work_order_id},
+        )
+    return [work_order.work_order_id for work_order in due]
+
+
+async def sweep_all_overdue(
+    new_uow: Callable[[], UnitOfWork], *, now: datetime, batch_size: int = 100
+) -> list[str]:
+    """Sweep batch after batch (one transaction each) until none is left; returns the ids."""
+    swept: list[str] = []
+    while True:
+        async with new_uow() as uow:
+            batch = await sweep_overdue(uow, now=now, limit=batch_size)
+        swept.extend(batch)
+        if len(batch) < batch_size:
+            return swept
+
+
+# Queries.
+
+
+async def get_ticket_view(uow: UnitOfWork, ticket_id: str, policy: DispatchPolicy) -> TicketView:
+    """A ticket with its transfers and work orders (oldest first) and its reopen state."""
+    ticket = await known_ticket(uow, ticket_id, policy)
+    transfers = await uow.session.exec(
+        select(Transfer)
+        .where(Transfer.ticket_id == ticket_id)
+        .order_by(col(Transfer.at), col(Transfer.transfer_id))
+    )
+    work_orders = await uow.session.exec(
+        select(WorkOrder)
+        .where(WorkOrder.ticket_id == ticket_id)
+        .order_by(col(WorkOrder.created_at), col(WorkOrder.work_order_id))
+    )
+    callbacks = await uow.session.exec(select(Callback).where(Callback.ticket_id == ticket_id))
+    facts = [
+        CallbackFact(
+            callback_id=c.callback_id, at=c.at, reached=c.reached, satisfaction=c.satisfaction
+        )
+        for c in callbacks
+    ]
+    return TicketView(
+        ticket=ticket,
+        transfers=list(transfers),
+        work_orders=list(work_orders),
+        reopen=reopen_state(facts),
+    )
+
+
+async def get_work_order(uow: UnitOfWork, work_order_id: str) -> tuple[WorkOrder, list[Reply]]:
+    """A work order and all its replies, oldest first; NotFound if there is none."""
+    work_order = await uow.session.get(WorkOrder, work_order_id)
+    if work_order is None:
+        raise NotFound(f"work order {work_order_id} not found")
+    replies = await uow.session.exec(
+        select(Reply)
+        .where(Reply.work_order_id == work_order_id)
+        .order_by(col(Reply.at), col(Reply.recorded_at))
+    )
+    return work_order, list(replies)
+
+
+async def list_work_orders(
+    uow: UnitOfWork,
+    *,
+    status: StatusFilter | None,
+    city: str | None,
+    department: str | None,
+    now: datetime,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[WorkOrder], str | None]:
+    """Work orders, earliest due first (the most overdue lead), one page after `cursor`."""
+    query = select(WorkOrder)
+    if status == "replied":
+        query = query.where(col(WorkOrder.first_reply_at).is_not(None))
+    elif status in ("unanswered", "overdue"):
+        query = query.where(col(WorkOrder.first_reply_at).is_(None))
+    if status == "overdue":
+        query = query.where(col(WorkOrder.due_at) < now)
+    if city:
+        query = query.where(WorkOrder.city == city)
+    if department:
+        query = query.where(WorkOrder.department == department)
+    if cursor:
+        at, work_order_id = decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(col(WorkOrder.due_at), col(WorkOrder.work_order_id))
+            > sa.tuple_(at, work_order_id)
+        )
+    query = query.order_by(col(WorkOrder.due_at), col(WorkOrder.work_order_id))
+    rows = list((await uow.session.exec(query.limit(limit + 1))).all())
+    page = rows[:limit]
+    if len(rows) <= limit or not page:
+        return page, None
+    return page, encode_cursor(page[-1].due_at, page[-1].work_order_id)
+
+
+def _not_before_submission(at: datetime, ticket: Ticket) -> None:
+    not_before(
+        at,
+        ticket.submitted_at - MAX_CLOCK_SKEW,
+        field="at",
+        what="the ticket's submitted_at, less the allowed clock skew",
+    )
+
+
+async def _refuse_second_open(uow: UnitOfWork, ticket_id: str, department: str) -> None:
+    open_one = (
+        await uow.session.exec(
+            select(WorkOrder.work_order_id).where(
+                WorkOrder.ticket_id == ticket_id,
+                WorkOrder.department == department,
+                col(WorkOrder.first_reply_at).is_(None),
+            )
+        )
+    ).first()
+    if open_one is not None:
+        raise OpenWorkOrderExists(
+            f"ticket {ticket_id} already has an unanswered work order for {department} "
+            f"({open_one}); a new one for that department can follow its reply"
+        )

@@ -1,0 +1,39 @@
+"""The server clock, and how far a client's clock may run ahead of it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from shared.errors import DomainError
+
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+"""How far in the future a client-given time may be: clocks differ, the future is not known."""
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def not_in_future(value: datetime | None, field: str) -> datetime | None:
+    """`value` unchanged; ValueError naming `field` if it is more than MAX_CLOCK_SKEW ahead."""
+    if value is not None and value > utc_now() + MAX_CLOCK_SKEW:
+        raise ValueError(f"{field} is more than 5 minutes in the future")
+    return value
+
+
+class InvalidTime(DomainError):
+    """A client-given time that contradicts what is already recorded (e.g. a reply before its
+    work order)."""
+
+    status_code = 422
+    code = "invalid_time"
+
+
+def not_before(value: datetime, earliest: datetime, *, field: str, what: str) -> None:
+    """InvalidTime naming `field` if `value` is before `earliest` (`what` says what that is)."""
+    if value < earliest:
+        raise InvalidTime(
+            f"{field}: {value.isoformat()} is earlier than {what} ({earliest.isoformat()})"
+        )

@@ -1,0 +1,653 @@
+"""Dispatch and followup end to end: HTTP in, events out, and the services reading each
+other's events over the real broker and PostgreSQL."""
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+
+from services.dispatch import handlers as dispatch_handlers
+from shared.db import new_id
+from shared.envelope import encode, event_data
+from shared.events import CallOutcome, TicketSubmitted, WorkOrderReplied
+from shared.workdays import WorkCalendar, due_at
+from tests.support import eventually, headers_of, read_topic, running_service
+
+pytestmark = pytest.mark.e2e
+
+SHANGHAI_OFFSET = timedelta(hours=8)
+
+
+def submitted(ticket_id=None, *, at, city="沈阳", resolved=False):
+    return TicketSubmitted(
+        ticket_id=ticket_id or new_id(),
+        city=city,
+        channel="phone",
+        scenario="供暖",
+        category="complaint",
+        submitted_at=at,
+        call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=resolved),
+    )
+
+
+@pytest.fixture
+async def producer(infra):
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def start(stack, settings, *names):
+    """Start services one after the other (their migrations share Alembic's global state),
+    then wait for all of them to join the broker at once (joining takes seconds)."""
+    clients = [
+        await stack.enter_async_context(running_service(name, settings, wait_for_broker=False))
+        for name in names
+    ]
+    for client in clients:
+        await eventually(client.runtime.broker_connected.is_set, message="on the broker")
+    return clients
+
+
+async def publish(producer, topic, *events):
+    """Put events on a topic as their owner's relay would."""
+    for event in events:
+        record = encode(
+            event_id=new_id(),
+            ce_type=event.ce_type,
+            source="/test",
+            time=event.occurred_at(),
+            key=event.ticket_id,
+            data=event_data(event),
+        )
+        await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+
+
+async def redeliver(producer, record):
+    """A copy of an already consumed record: same key, value and headers (ce_id included)."""
+    await producer.send_and_wait(
+        record.topic, record.value, key=record.key, headers=list(record.headers)
+    )
+
+
+def events_of(records, ticket_id):
+    return [
+        (headers_of(r)["ce_type"].decode(), json.loads(r.value))
+        for r in records
+        if r.key == ticket_id.encode()
+    ]
+
+
+def consumed(service, topic, ce_type, outcome="processed"):
+    """How many events of a type a service took from a topic, by outcome (its own metric)."""
+    value = REGISTRY.get_sample_value(
+        "hotline_events_consumed_total",
+        {"service": service, "topic": topic, "type": ce_type, "outcome": outcome},
+    )
+    return value or 0
+
+
+async def ok(response, expected=201):
+    assert response.status_code == expected, response.text
+    return response.json()
+
+
+async def known(client, ticket_id):
+    return (await client.http.get(f"/tickets/{ticket_id}")).status_code == 200
+
+
+async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in_order(
+    settings, infra
+):
+    async with AsyncExitStack() as stack:
+        intake, dispatch, followup = await start(stack, settings, "intake", "dispatch", "followup")
+        ticket = await ok(
+            await intake.http.post(
+                "/tickets",
+                json={
+                    "city": "沈阳",
+                    "channel": "phone",
+                    "scenario": "供暖",
+                    "category": "complaint",
+                    "content": "暖气不热，家里只有十五度",
+                    "call": {
+                        "answered": True,
+                        "wait_seconds": 9,
+                        "resolved_at_first_contact": False,
+                    },
+                },
+            )
+        )
+        ticket_id = ticket["ticket_id"]
+        await eventually(lambda: known(dispatch, ticket_id), message="dispatch knows the ticket")
+        await eventually(lambda: known(followup, ticket_id), message="followup knows the ticket")
+        transfers = f"/tickets/{ticket_id}/transfers"
+        failed = await ok(
+            await dispatch.http.post(
+                transfers, json={"department": "供热办", "mode": "transfer", "connected": False}
+            )
+        )
+        three_way = await ok(
+            await dispatch.http.post(
+                transfers, json={"department": "供热办", "mode": "three_way", "connected": True}
+            )
+        )
+        first_order = await ok(
+            await dispatch.http.post(
+                f"/tickets/{ticket_id}/work-orders", json={"department": "供热办"}
+            )
+        )
+        first_reply = await ok(
+            await dispatch.http.post(
+                f"/work-orders/{first_order['work_order_id']}/replies",
+                json={"content": "已派人检修管道", "quality": "definite"},
+            )
+        )
+
+        async def due_ids():
+            page = (await followup.http.get("/callbacks/due")).json()
+            return {item["ticket_id"] for item in page["items"]}
+
+        await eventually(lambda: _has(due_ids(), ticket_id), message="callback due after reply")
+        unsatisfied = await ok(
+            await followup.http.post(
+                f"/tickets/{ticket_id}/callbacks",
+                json={"reached": True, "satisfaction": "unsatisfied"},
+            )
+        )
+        assert ticket_id not in await due_ids()
+
+        async def dispatch_view():
+            return (await dispatch.http.get(f"/tickets/{ticket_id}")).json()
+
+        reopened = await eventually(
+            lambda: _where(dispatch_view(), lambda v: v["reopened"]), message="ticket reopened"
+        )
+        second_order = await ok(
+            await dispatch.http.post(
+                f"/tickets/{ticket_id}/work-orders", json={"department": "供热办"}
+            )
+        )
+        still_reopened = await dispatch_view()
+        second_reply = await ok(
+            await dispatch.http.post(
+                f"/work-orders/{second_order['work_order_id']}/replies",
+                json={"content": "已更换暖气片", "quality": "definite"},
+            )
+        )
+        await eventually(lambda: _has(due_ids(), ticket_id), message="callback due again")
+        satisfied = await ok(
+            await followup.http.post(
+                f"/tickets/{ticket_id}/callbacks",
+                json={"reached": True, "satisfaction": "satisfied"},
+            )
+        )
+        closed = await eventually(
+            lambda: _where(dispatch_view(), lambda v: not v["reopened"]),
+            message="reopen closed by a satisfied callback",
+        )
+        followup_view = (await followup.http.get(f"/tickets/{ticket_id}")).json()
+        dispatched = await read_topic(
+            infra.bootstrap_servers, settings.topic("dispatch"), at_least=6
+        )
+        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=2)
+        submissions = await read_topic(
+            infra.bootstrap_servers, settings.topic("intake"), at_least=1
+        )
+
+    created_at = datetime.fromisoformat(first_order["created_at"])
+    expected_due = due_at(created_at, 5, WorkCalendar.load(settings.holiday_path()))
+    assert datetime.fromisoformat(first_order["due_at"]) == expected_due.due_at
+    assert first_order["calendar_source"] == expected_due.source
+    assert first_reply["first"] is True
+    assert second_reply["first"] is True
+    assert reopened["reopen_count"] == 1
+    assert still_reopened["reopened"] is True  # a new work order does not close the reopen
+    assert [w["status"] for w in still_reopened["work_orders"]] == ["replied", "unanswered"]
+    assert closed["reopen_count"] == 1
+    assert [t["connected"] for t in closed["transfers"]] == [False, True]
+    assert followup_view["callback_due"] is False
+    assert [c["satisfaction"] for c in followup_view["callbacks"]] == ["unsatisfied", "satisfied"]
+
+    assert len(submissions) == 1
+    assert [
+        (t, d.get("transfer_id") or d["work_order_id"]) for t, d in events_of(dispatched, ticket_id)
+    ] == [
+        ("hotline.transfer.attempted.v1", failed["transfer_id"]),
+        ("hotline.transfer.attempted.v1", three_way["transfer_id"]),
+        ("hotline.workorder.created.v1", first_order["work_order_id"]),
+        ("hotline.workorder.replied.v1", first_order["work_order_id"]),
+        ("hotline.workorder.created.v1", second_order["work_order_id"]),
+        ("hotline.workorder.replied.v1", second_order["work_order_id"]),
+    ]
+    assert [(t, d["callback_id"]) for t, d in events_of(followed, ticket_id)] == [
+        ("hotline.callback.logged.v1", unsatisfied["callback_id"]),
+        ("hotline.callback.logged.v1", satisfied["callback_id"]),
+    ]
+    ce_ids = [headers_of(r)["ce_id"] for r in dispatched + followed + submissions]
+    assert len(ce_ids) == len(set(ce_ids)) == 9
+
+
+async def _has(awaitable, item):
+    return item in await awaitable
+
+
+async def _where(awaitable, predicate):
+    value = await awaitable
+    return value if predicate(value) else None
+
+
+async def test_a_ticket_not_yet_known_answers_409_then_succeeds_once_its_event_arrives(
+    settings, producer
+):
+    event = submitted(at=datetime.now(UTC))
+    transfer = {"department": "城管局", "mode": "transfer", "connected": True}
+    callback = {"reached": True, "satisfaction": "satisfied"}
+    async with AsyncExitStack() as stack:
+        dispatch, followup = await start(stack, settings, "dispatch", "followup")
+        early_transfer = await dispatch.http.post(
+            f"/tickets/{event.ticket_id}/transfers", json=transfer
+        )
+        early_order = await dispatch.http.post(
+            f"/tickets/{event.ticket_id}/work-orders", json={"department": "城管局"}
+        )
+        early_view = await dispatch.http.get(f"/tickets/{event.ticket_id}")
+        early_callback = await followup.http.post(
+            f"/tickets/{event.ticket_id}/callbacks", json=callback
+        )
+        await publish(producer, settings.topic("intake"), event)
+
+        async def retried(client, path, body):
+            response = await client.http.post(path, json=body)
+            return response if response.status_code == 201 else None
+
+        late_transfer = await eventually(
+            lambda: retried(dispatch, f"/tickets/{event.ticket_id}/transfers", transfer),
+            message="transfer accepted once the ticket is known",
+        )
+        late_callback = await eventually(
+            lambda: retried(followup, f"/tickets/{event.ticket_id}/callbacks", callback),
+            message="callback accepted once the ticket is known",
+        )
+    for early in (early_transfer, early_order, early_view, early_callback):
+        assert early.status_code == 409
+        assert early.headers["Retry-After"] == str(settings.retry_after_seconds)
+        assert early.json()["code"] == "not_yet_known"
+    assert late_transfer.json()["department"] == "城管局"
+    assert late_callback.json()["satisfaction"] == "satisfied"
+
+
+async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
+    event = submitted(at=datetime.now(UTC) - timedelta(hours=1))
+    ticket_id = event.ticket_id
+    async with AsyncExitStack() as stack:
+        dispatch, followup = await start(stack, settings, "dispatch", "followup")
+        await publish(producer, settings.topic("intake"), event)
+        await eventually(lambda: known(dispatch, ticket_id), message="dispatch knows the ticket")
+        await eventually(lambda: known(followup, ticket_id), message="followup knows the ticket")
+        order = await ok(
+            await dispatch.http.post(
+                f"/tickets/{ticket_id}/work-orders", json={"department": "水务局"}
+            )
+        )
+        await ok(
+            await dispatch.http.post(
+                f"/work-orders/{order['work_order_id']}/replies",
+                json={"content": "已维修", "quality": "partial"},
+            )
+        )
+        await eventually(
+            lambda: _where(followup.http.get(f"/tickets/{ticket_id}"), _due),
+            message="callback due",
+        )
+        await ok(
+            await followup.http.post(
+                f"/tickets/{ticket_id}/callbacks",
+                json={"reached": True, "satisfaction": "unsatisfied"},
+            )
+        )
+        await eventually(
+            lambda: _where(dispatch.http.get(f"/tickets/{ticket_id}"), _reopened),
+            message="ticket reopened",
+        )
+        topics = {name: settings.topic(name) for name in ("intake", "dispatch", "followup")}
+        before = {
+            name: await read_topic(infra.bootstrap_servers, topic, at_least=1)
+            for name, topic in topics.items()
+        }
+        views_before = await _views(dispatch, followup, ticket_id)
+
+        for name in topics:
+            await redeliver(producer, before[name][-1])
+        expected = [
+            ("dispatch", topics["intake"], "hotline.ticket.submitted.v1"),
+            ("dispatch", topics["followup"], "hotline.callback.logged.v1"),
+            ("followup", topics["intake"], "hotline.ticket.submitted.v1"),
+            ("followup", topics["dispatch"], "hotline.workorder.replied.v1"),
+        ]
+        await eventually(
+            lambda: all(consumed(*key, outcome="duplicate") == 1 for key in expected),
+            message="each copy seen and recognised as a duplicate",
+        )
+        views_after = await _views(dispatch, followup, ticket_id)
+        after = {
+            name: await read_topic(infra.bootstrap_servers, topic, at_least=len(before[name]) + 1)
+            for name, topic in topics.items()
+        }
+    assert views_after == views_before
+    assert views_before[0]["reopen_count"] == 1
+    for name in topics:
+        # Only the copy we produced is new: neither service emitted anything in answer to it.
+        assert len(after[name]) == len(before[name]) + 1
+        assert {headers_of(r)["ce_id"] for r in after[name]} == {
+            headers_of(r)["ce_id"] for r in before[name]
+        }
+
+
+async def _views(dispatch, followup, ticket_id):
+    return [
+        (await dispatch.http.get(f"/tickets/{ticket_id}")).json(),
+        (await dispatch.http.get("/work-orders")).json(),
+        (await followup.http.get(f"/tickets/{ticket_id}")).json(),
+        (await followup.http.get("/callbacks/due")).json(),
+    ]
+
+
+def _due(view):
+    return view.json()["callback_due"]
+
+
+def _reopened(view):
+    return view.json()["reopened"]
+
+
+async def test_two_sweepers_racing_announce_each_overdue_work_order_exactly_once(
+    settings, infra, producer
+):
+    long_ago = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday: due on 2026-03-10 00:00 +08
+    tickets = [submitted(at=long_ago) for _ in range(4)]
+    departments = [f"部门{n}" for n in range(6)]
+    # The replica's own sweeper waits; the two below race each other.
+    settings = settings.model_copy(update={"sweeper_interval_seconds": 3600})
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), *tickets)
+        for ticket in tickets:
+            await eventually(lambda t=ticket: known(dispatch, t.ticket_id), message="tickets known")
+        overdue = set()
+        for ticket in tickets:
+            for department in departments:
+                order = await ok(
+                    await dispatch.http.post(
+                        f"/tickets/{ticket.ticket_id}/work-orders",
+                        json={"department": department, "at": long_ago.isoformat()},
+                    )
+                )
+                overdue.add(order["work_order_id"])
+        replied = await ok(
+            await dispatch.http.post(
+                f"/tickets/{tickets[0].ticket_id}/work-orders",
+                json={"department": "已回复", "at": long_ago.isoformat()},
+            )
+        )
+        await ok(
+            await dispatch.http.post(
+                f"/work-orders/{replied['work_order_id']}/replies",
+                json={"content": "ok", "quality": "definite", "at": long_ago.isoformat()},
+            )
+        )
+        not_due = await ok(
+            await dispatch.http.post(
+                f"/tickets/{tickets[0].ticket_id}/work-orders", json={"department": "新"}
+            )
+        )
+
+        async def sweeper():
+            swept = []
+            while True:
+                async with dispatch.runtime.uow() as uow:
+                    batch = await dispatch_handlers.sweep_overdue(
+                        uow, now=datetime.now(UTC), limit=2
+                    )
+                if not batch:
+                    return swept
+                swept.extend(batch)
+
+        first, second = await asyncio.gather(sweeper(), sweeper())
+        again = await sweeper()
+        listed = (await dispatch.http.get("/work-orders", params={"status": "overdue"})).json()
+        records = await read_topic(
+            infra.bootstrap_servers, settings.topic("dispatch"), at_least=2 * len(overdue) + 3
+        )
+    announced = [
+        json.loads(r.value)["work_order_id"]
+        for r in records
+        if headers_of(r)["ce_type"] == b"hotline.workorder.overdue.v1"
+    ]
+    assert sorted(announced) == sorted(overdue)  # each once, and only these
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == overdue
+    assert again == []
+    assert not_due["work_order_id"] not in announced
+    assert {item["work_order_id"] for item in listed["items"]} == overdue
+    assert all(item["overdue"] for item in listed["items"])
+
+
+async def test_work_order_rules_statuses_and_pages(settings, producer):
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    shenyang, dalian = submitted(at=now - 60 * day), submitted(at=now - 60 * day, city="大连")
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), shenyang, dalian)
+        for ticket in (shenyang, dalian):
+            await eventually(lambda t=ticket: known(dispatch, t.ticket_id), message="known")
+
+        async def order(ticket, department, **body):
+            path = f"/tickets/{ticket.ticket_id}/work-orders"
+            return await dispatch.http.post(path, json={"department": department, **body})
+
+        async def reply(work_order_id, **body):
+            path = f"/work-orders/{work_order_id}/replies"
+            return await dispatch.http.post(
+                path, json={"content": "已处理", "quality": "definite", **body}
+            )
+
+        overdue = await ok(await order(shenyang, "住建局", at=(now - 40 * day).isoformat()))
+        open_one = await ok(await order(shenyang, "交通局", due_working_days=10))
+        second_open = await order(shenyang, "交通局")
+        answered = await ok(await order(dalian, "住建局", at=(now - 30 * day).isoformat()))
+        too_early = await reply(answered["work_order_id"], at=(now - 31 * day).isoformat())
+        first = await ok(await reply(answered["work_order_id"], at=(now - 29 * day).isoformat()))
+        before_first = await reply(answered["work_order_id"], at=(now - 29.5 * day).isoformat())
+        later = await ok(await reply(answered["work_order_id"], quality="partial"))
+        again_same_department = await order(dalian, "住建局")
+        unknown = await reply("no-such-work-order")
+        future = await reply(open_one["work_order_id"], at=(now + day).isoformat())
+        naive = await reply(open_one["work_order_id"], at="2026-03-02T09:00:00")
+        bad_quality = await reply(open_one["work_order_id"], quality="great")
+        too_many_days = await order(dalian, "民政局", due_working_days=61)
+        before_ticket = await order(dalian, "民政局", at=(now - 61 * day).isoformat())
+
+        async def listed(**params):
+            return (await dispatch.http.get("/work-orders", params=params)).json()["items"]
+
+        by_status = {
+            status: [w["work_order_id"] for w in await listed(status=status)]
+            for status in ("unanswered", "overdue", "replied")
+        }
+        in_dalian = await listed(city="大连")
+        at_housing = await listed(department="住建局")
+        pages, cursor = [], None
+        while True:
+            page = (
+                await dispatch.http.get(
+                    "/work-orders", params={"limit": 1, **({"cursor": cursor} if cursor else {})}
+                )
+            ).json()
+            pages.append([w["work_order_id"] for w in page["items"]])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        detail = (await dispatch.http.get(f"/work-orders/{answered['work_order_id']}")).json()
+        bad_cursor = await dispatch.http.get("/work-orders", params={"cursor": "nope"})
+        racing = await asyncio.gather(order(dalian, "公安局"), order(dalian, "公安局"))
+
+    assert second_open.status_code == 409
+    assert sorted(r.status_code for r in racing) == [201, 409]  # the unique index decides
+    assert second_open.json()["code"] == "open_work_order_exists"
+    assert open_one["due_working_days"] == 10
+    assert overdue["due_working_days"] == 5
+    assert too_early.status_code == 422
+    assert "created_at" in too_early.json()["detail"]
+    assert before_first.status_code == 422
+    assert "first reply" in before_first.json()["detail"]
+    assert first["first"] is True
+    assert later["first"] is False
+    assert again_same_department.status_code == 201  # its earlier work order was answered
+    assert unknown.status_code == 404
+    for response, field in (
+        (future, "at"),
+        (naive, "at"),
+        (bad_quality, "quality"),
+        (too_many_days, "due_working_days"),
+    ):
+        assert response.status_code == 422
+        assert field in {str(p) for error in response.json()["detail"] for p in error["loc"]}
+    assert before_ticket.status_code == 422
+    assert "submitted_at" in before_ticket.json()["detail"]
+
+    new_one = again_same_department.json()["work_order_id"]
+    # Earliest due first: the 5-day new one before the 10-day open one.
+    assert by_status["unanswered"] == [overdue["work_order_id"], new_one, open_one["work_order_id"]]
+    assert by_status["overdue"] == [overdue["work_order_id"]]
+    assert by_status["replied"] == [answered["work_order_id"]]
+    assert {w["work_order_id"] for w in in_dalian} == {answered["work_order_id"], new_one}
+    assert {w["department"] for w in at_housing} == {"住建局"}
+    assert len(at_housing) == 3
+    assert pages == [
+        [overdue["work_order_id"]],
+        [answered["work_order_id"]],
+        [new_one],
+        [open_one["work_order_id"]],
+    ]
+    assert detail["status"] == "replied"
+    assert detail["reply_count"] == 2
+    assert detail["first_reply"]["reply_id"] == first["reply_id"]
+    assert [r["first"] for r in detail["replies"]] == [True, False]
+    assert bad_cursor.status_code == 422
+
+
+async def test_each_deadline_names_its_calendar_and_weekends_only_is_said_aloud(
+    settings, producer, caplog
+):
+    # Test data, not an official schedule: Monday 2025-03-10 made a day off.
+    settings.holiday_path().write_text('[2025]\nholidays = ["2025-03-10"]\n', encoding="utf-8")
+    ticket = submitted(at=datetime(2003, 6, 1, 9, 0, tzinfo=UTC))
+    cases = {
+        # Friday 2003-06-06; 2003 is covered by no source: Monday 06-09 is the 1st working day.
+        "weekends_only": ("2003-06-06T10:00:00+08:00", "2003-06-10T00:00:00+08:00"),
+        # Friday 2025-03-07; the file's Monday off makes Tuesday 03-11 the 1st working day.
+        "holiday_file": ("2025-03-07T10:00:00+08:00", "2025-03-12T00:00:00+08:00"),
+        # Friday 2026-03-06 by the library: Monday 03-09.
+        "chinesecalendar": ("2026-03-06T10:00:00+08:00", "2026-03-10T00:00:00+08:00"),
+    }
+    answers = {}
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), ticket)
+        await eventually(lambda: known(dispatch, ticket.ticket_id), message="ticket known")
+        for source, (created, _) in cases.items():
+            answers[source] = await ok(
+                await dispatch.http.post(
+                    f"/tickets/{ticket.ticket_id}/work-orders",
+                    json={"department": source, "at": created, "due_working_days": 1},
+                )
+            )
+    for source, (_, due) in cases.items():
+        assert answers[source]["calendar_source"] == source
+        assert datetime.fromisoformat(answers[source]["due_at"]) == datetime.fromisoformat(due)
+    assert "weekends only" in answers["weekends_only"]["calendar_note"]
+    assert answers["chinesecalendar"]["calendar_note"] is None
+    warnings = [
+        r.work_order_id
+        for r in caplog.records
+        if r.levelname == "WARNING" and "weekends only" in r.getMessage()
+    ]
+    assert warnings == [answers["weekends_only"]["work_order_id"]]
+
+
+async def test_the_callback_queue_is_right_whatever_order_events_arrive_in(settings, producer):
+    base = datetime(2026, 5, 11, 9, 0, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    replied_first = submitted(at=base, resolved=False)  # its reply comes before the ticket
+    solved = submitted(at=base + minute, resolved=True, city="大连")
+    waiting = submitted(at=base + 2 * minute, resolved=False)  # no reply: not due
+    reply = WorkOrderReplied(
+        ticket_id=replied_first.ticket_id,
+        work_order_id=new_id(),
+        reply_id=new_id(),
+        department="住建局",
+        quality="definite",
+        at=base + 10 * minute,
+        first=True,
+    )
+    later_reply = reply.model_copy(
+        update={"reply_id": new_id(), "at": base + 20 * minute, "first": False}
+    )
+    async with AsyncExitStack() as stack:
+        (followup,) = await start(stack, settings, "followup")
+        await publish(producer, settings.topic("dispatch"), reply, later_reply)
+        await eventually(
+            lambda: (
+                consumed("followup", settings.topic("dispatch"), "hotline.workorder.replied.v1")
+                == 2
+            ),
+            message="the replies taken before their ticket is known",
+        )
+        await publish(producer, settings.topic("intake"), replied_first, solved, waiting)
+        for ticket in (replied_first, solved, waiting):
+            await eventually(lambda t=ticket: known(followup, t.ticket_id), message="known")
+
+        async def due(**params):
+            page = (await followup.http.get("/callbacks/due", params=params)).json()
+            return [item["ticket_id"] for item in page["items"]], page
+
+        await eventually(lambda: _count(due(), 2), message="two tickets due")
+        queue, _ = await due()
+        first_page, page = await due(limit=1)
+        second_page, _ = await due(limit=1, cursor=page["next_cursor"])
+        in_dalian, _ = await due(city="大连")
+        path = f"/tickets/{solved.ticket_id}/callbacks"
+        not_reached = await ok(await followup.http.post(path, json={"reached": False}))
+        contradiction = await followup.http.post(
+            path, json={"reached": False, "satisfaction": "satisfied"}
+        )
+        _, after_attempt = await due(city="大连")
+        declined = await ok(await followup.http.post(path, json={"reached": True}))
+        queue_after, _ = await due()
+        waiting_view = (await followup.http.get(f"/tickets/{waiting.ticket_id}")).json()
+
+    # Oldest eligible first: the solved ticket since its submission, the other since its reply.
+    assert queue == [solved.ticket_id, replied_first.ticket_id]
+    assert first_page + second_page == queue
+    assert in_dalian == [solved.ticket_id]
+    assert page["items"][0]["reason"] == "resolved_at_first_contact"
+    assert not_reached["satisfaction"] is None
+    assert contradiction.status_code == 422
+    assert "satisfaction" in {str(p) for e in contradiction.json()["detail"] for p in e["loc"]}
+    assert after_attempt["items"][0]["unreached_attempts"] == 1  # still due: nobody was asked
+    assert declined["satisfaction"] is None
+    assert queue_after == [replied_first.ticket_id]
+    assert waiting_view["callback_due"] is False
+    assert waiting_view["eligible_since"] is None
+
+
+async def _count(awaitable, n):
+    items, _ = await awaitable
+    return len(items) == n

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -15,9 +14,11 @@ from sqlmodel import col, select
 
 from services.intake.models import Ticket, TicketCreate
 from services.intake.privacy import PhoneHasher, mask_phone
+from shared.clock import utc_now
 from shared.db import UnitOfWork, new_id
-from shared.errors import Conflict, DomainError, NotFound
+from shared.errors import Conflict, NotFound
 from shared.events import CallOutcome, TicketSubmitted
+from shared.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,6 @@ class IdempotencyKeyReused(Conflict):
     """The Idempotency-Key was used before with a different body."""
 
     code = "idempotency_key_reused"
-
-
-class InvalidCursor(DomainError):
-    """A pagination cursor this API did not hand out."""
-
-    status_code = 422
-    code = "invalid_cursor"
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,7 @@ async def submit_ticket(
         earlier = await _by_idempotency_key(uow, idempotency_key)
         if earlier is not None:
             return _replay(earlier, body_print)
-    now = datetime.now(UTC)
+    now = utc_now()
     ticket = Ticket(
         ticket_id=new_id(),
         city=command.city,
@@ -126,25 +120,6 @@ async def get_ticket(uow: UnitOfWork, ticket_id: str) -> Ticket:
     return ticket
 
 
-def encode_cursor(ticket: Ticket) -> str:
-    """An opaque position after `ticket` in newest-first order."""
-    raw = json.dumps({"at": ticket.submitted_at.isoformat(), "id": ticket.ticket_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position a cursor stands for; InvalidCursor if it was not made by this API."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        at = datetime.fromisoformat(data["at"])
-        if at.tzinfo is None:
-            raise ValueError("naive time")
-        return at, str(data["id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidCursor("cursor: not a cursor returned by this API") from exc
-
-
 async def list_tickets(
     uow: UnitOfWork,
     *,
@@ -171,4 +146,5 @@ async def list_tickets(
     rows = list((await uow.session.exec(query.limit(limit + 1))).all())
     more = len(rows) > limit
     page = rows[:limit]
-    return page, encode_cursor(page[-1]) if more and page else None
+    last = page[-1] if more and page else None
+    return page, encode_cursor(last.submitted_at, last.ticket_id) if last else None

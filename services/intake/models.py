@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 from pydantic import Field as PydanticField
@@ -11,6 +11,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from services.intake.privacy import normalize_phone
+from shared.clock import not_in_future
 from shared.events import Category, Channel
 
 
@@ -58,9 +59,6 @@ class CallInput(BaseModel):
         return self
 
 
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-
-
 class TicketCreate(BaseModel):
     """The body of `POST /tickets`."""
 
@@ -84,9 +82,7 @@ class TicketCreate(BaseModel):
     @field_validator("submitted_at")
     @classmethod
     def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError("submitted_at is in the future")
-        return value
+        return not_in_future(value, "submitted_at")
 
     @field_validator("call")
     @classmethod

@@ -10,7 +10,8 @@ The embedded broker keeps every record in memory and ignores retention, so when 
 resident size passes `HOTLINE_EMBEDDED_BROKER_MEMORY_MB` the stack recycles it: services
 drained and stopped, broker restarted empty, topics recreated, services started again.
 Nothing accepted is lost: consumers have applied everything, unpublished events wait in
-the outboxes.
+the outboxes. `kill -USR1 <pid of hotline up>` (the pid is in `<data dir>/stack.pid`)
+recycles it on demand.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def over_budget(rss_mb: float, *, budget_mb: float, fresh_mb: float) -> bool:
+    """Recycle when the broker passed its budget and has at least doubled since it started."""
+    return rss_mb > budget_mb and rss_mb > 2 * fresh_mb
+
+
 @dataclass
 class ServiceProcess:
     """One service child process and its log."""
@@ -102,6 +108,8 @@ class Stack:
     services: dict[ServiceName, ServiceProcess] = field(default_factory=dict)
     bootstrap_servers: str = ""
     database_url: str = ""
+    broker_fresh_mb: float = 0.0
+    """The embedded broker's resident size once the stack was up: its floor."""
 
     # -- start --------------------------------------------------------------------------
 
@@ -129,6 +137,8 @@ class Stack:
             upgrade(f"services.{name}", self.database_url, self.settings.schema_of(name))
         echo("migrations: every schema is at its newest revision")
         self._start_services()
+        if self.broker is not None:
+            self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
 
     def _check_service_ports(self) -> None:
         for name in SERVICE_NAMES:
@@ -220,10 +230,15 @@ class Stack:
         return [n for n, s in self.services.items() if s.process.poll() is not None]
 
     def broker_over_budget(self) -> bool:
-        """True when the embedded broker holds more memory than allowed."""
+        """True when the embedded broker holds more memory than allowed, and more than twice
+        what it held fresh (so a budget set too low cannot make it recycle without end)."""
         if self.broker is None:
             return False
-        return _rss_mb(self.broker.process.pid) > self.settings.embedded_broker_memory_mb
+        return over_budget(
+            _rss_mb(self.broker.process.pid),
+            budget_mb=self.settings.embedded_broker_memory_mb,
+            fresh_mb=self.broker_fresh_mb,
+        )
 
     def recycle_broker(self, echo: Callable[[str], None]) -> None:
         """Drain and stop the services, restart the broker empty, start everything again."""
@@ -236,6 +251,7 @@ class Stack:
         self.bootstrap_servers = self.broker.bootstrap_servers
         self._prepare_bus()
         self._start_services()
+        self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
         echo(
             f"broker recycled: it held {before:.0f} MB (limit "
             f"{self.settings.embedded_broker_memory_mb} MB); every event was applied first"
@@ -283,12 +299,18 @@ def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
     settings = settings.model_copy(update={"data_dir": data_dir})
     pid_file = _acquire_pid_file(data_dir)
     stop_requested = False
+    recycle_requested = False
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
 
+    def request_recycle(signum: int, frame: object) -> None:
+        nonlocal recycle_requested
+        recycle_requested = True
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, request_recycle)
     stack = Stack(settings, data_dir)
     status = 0
     try:
@@ -307,7 +329,8 @@ def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
                 echo(f"{', '.join(crashed)} stopped unexpectedly; see {data_dir / 'logs'}")
                 status = 1
                 break
-            if stack.broker_over_budget():
+            if stack.broker is not None and (recycle_requested or stack.broker_over_budget()):
+                recycle_requested = False
                 stack.recycle_broker(echo)
     except (StackError, EmbeddedStartError) as exc:
         echo(f"error: {exc}")

@@ -98,7 +98,9 @@ class RecordSource(Protocol):
 
     async def commit(self, deliveries: Sequence[Delivery]) -> None: ...
 
-    async def lag(self) -> dict[tuple[str, int], int]: ...
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records left per assigned partition; empty while no partition is assigned."""
+        ...
 
 
 class DeadLetterSink(Protocol):
@@ -339,7 +341,12 @@ class ConsumerLoop:
                 await backoff.wait(stopping)
 
     async def drain(self, timeout: float) -> bool:
-        """Consume until no record is left on the assigned partitions, for at most `timeout` s."""
+        """Consume until no record is left on the assigned partitions, for at most `timeout` s.
+
+        A member still joining its group has no partitions yet, which would look drained:
+        it first waits for an assignment (an idle replica in a group with more members than
+        partitions therefore waits out the whole bound).
+        """
         never = asyncio.Event()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -348,7 +355,8 @@ class ConsumerLoop:
                 if deliveries:
                     await self.handle(deliveries, never)
                     continue
-                if sum((await self.source.lag()).values()) == 0:
+                lags = await self.source.lag()
+                if lags and sum(lags.values()) == 0:
                     return True
             except Exception as exc:
                 log.warning("consumer drain retrying", extra={"error": repr(exc)})

@@ -60,46 +60,61 @@ class Runtime:
         self.sessions = make_sessions(self.engine)
         self.topic = settings.topic(spec.name) if spec.publishes else None
         self.source = f"/hotline/{spec.name}"
-        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"hotline-{spec.name}")
         self.relay: OutboxRelay | None = None
-        if spec.publishes:
-            self.relay = OutboxRelay(
-                SqlOutboxStore(self.sessions, lock_name=f"hotline-relay-{self.schema}"),
-                KafkaPublisher(self.producer),
-                service=spec.name,
-                batch_size=settings.relay_batch_size,
-                idle_seconds=settings.relay_idle_seconds,
-                max_backoff_seconds=settings.relay_max_backoff_seconds,
-            )
         self.consumer: AIOKafkaConsumer | None = None
         self.loop: ConsumerLoop | None = None
-        if spec.consumes:
-            self.consumer = AIOKafkaConsumer(
-                *[settings.topic(owner) for owner in spec.consumes],
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                group_id=f"{settings.topic_prefix}hotline-{spec.name}",
-                client_id=f"hotline-{spec.name}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=settings.consumer_session_timeout_ms,
-                heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
-                max_poll_records=settings.consumer_batch_size,
-            )
+        self._make_clients()
+        self.broker_connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._give_up_connecting = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _make_clients(self) -> None:
+        """New Kafka clients, wired into the relay and the consumer loop (a client that failed
+        to start cannot be started again)."""
+        settings, spec = self.settings, self.spec
+        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"hotline-{spec.name}")
+        if spec.publishes:
+            publisher = KafkaPublisher(self.producer)
+            if self.relay is None:
+                self.relay = OutboxRelay(
+                    SqlOutboxStore(self.sessions, lock_name=f"hotline-relay-{self.schema}"),
+                    publisher,
+                    service=spec.name,
+                    batch_size=settings.relay_batch_size,
+                    idle_seconds=settings.relay_idle_seconds,
+                    max_backoff_seconds=settings.relay_max_backoff_seconds,
+                )
+            self.relay.publisher = publisher
+        if not spec.consumes:
+            return
+        self.consumer = AIOKafkaConsumer(
+            *[settings.topic(owner) for owner in spec.consumes],
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=f"{settings.topic_prefix}hotline-{spec.name}",
+            client_id=f"hotline-{spec.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
+            max_poll_records=settings.consumer_batch_size,
+        )
+        source = KafkaSource(
+            self.consumer,
+            batch_size=settings.consumer_batch_size,
+            poll_ms=settings.consumer_poll_ms,
+        )
+        if self.loop is None:
             self.loop = ConsumerLoop(
                 service=spec.name,
-                source=KafkaSource(
-                    self.consumer,
-                    batch_size=settings.consumer_batch_size,
-                    poll_ms=settings.consumer_poll_ms,
-                ),
+                source=source,
                 handlers=spec.handlers,
                 new_uow=self.uow,
                 dead_letters=KafkaDeadLetterSink(self.producer),
                 max_backoff_seconds=settings.consumer_max_backoff_seconds,
             )
-        self.broker_connected = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loop.source = source
+        self.loop.dead_letters = KafkaDeadLetterSink(self.producer)
 
     def uow(self) -> UnitOfWork:
         """A new unit of work; events it emits wake the relay on commit."""
@@ -121,15 +136,21 @@ class Runtime:
             self._tasks.append(asyncio.create_task(task(self, self._stopping)))
 
     async def stop(self) -> None:
-        """Stop the loops, then drain: consume what is left, publish what is left (bounded)."""
+        """Stop the loops, then drain: consume what is left, publish what is left (bounded).
+
+        A service asked to stop while still connecting finishes connecting first (within the
+        drain bound), so events that reached the broker before it joined are not left behind.
+        """
         self._stopping.set()
         drain = self.settings.shutdown_drain_seconds
-        # A loop blocked on an unreachable broker is cancelled; its batch stays unpublished
-        # or uncommitted and is picked up again at the next start.
-        _, pending = await asyncio.wait(self._tasks, timeout=drain) if self._tasks else ((), ())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=drain)
+            # A loop stuck on an unreachable broker is cancelled; its batch stays unpublished
+            # or uncommitted and is picked up again at the next start.
+            self._give_up_connecting.set()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.broker_connected.is_set():
             if self.loop is not None and not await self.loop.drain(drain):
                 log.warning("consumer not drained at shutdown", extra={"service": self.spec.name})
@@ -138,16 +159,16 @@ class Runtime:
         await self._close_clients()
         await self.engine.dispose()
 
-    async def _run_bus(self) -> None:
-        """Connect to the broker (retrying while it is down), then relay and consume."""
+    async def _connect(self) -> bool:
+        """Start the clients, retrying while the broker is down; False if told to give up."""
         backoff = Backoff(maximum=5.0)
-        while not self._stopping.is_set():
+        while True:
             try:
                 await ensure_topics(self.settings, self._topics())
                 await self.producer.start()
                 if self.consumer is not None:
                     await self.consumer.start()
-                break
+                return True
             except Exception as exc:
                 TRANSIENT_ERRORS.labels(self.spec.name, "connect").inc()
                 log.warning(
@@ -155,12 +176,18 @@ class Runtime:
                     extra={"service": self.spec.name, "error": repr(exc)},
                 )
                 await self._close_clients()
-                self.producer = make_producer(self.settings, client_id=f"hotline-{self.spec.name}")
-                self._rebind_producer()
-                await backoff.wait(self._stopping)
-        if self._stopping.is_set():
+                self._make_clients()
+                if self._give_up_connecting.is_set():
+                    return False
+                await backoff.wait(self._give_up_connecting)
+
+    async def _run_bus(self) -> None:
+        """Connect to the broker, then relay and consume until stopped."""
+        if not await self._connect():
             return
         self.broker_connected.set()
+        if self._stopping.is_set():
+            return
         loops = []
         if self.relay is not None:
             loops.append(self.relay.run(self._stopping))
@@ -172,12 +199,6 @@ class Runtime:
         own = [self.topic] if self.topic else []
         consumed = [self.settings.topic(owner) for owner in self.spec.consumes]
         return own + [dlq_topic(t) for t in own + consumed] + consumed
-
-    def _rebind_producer(self) -> None:
-        if self.relay is not None:
-            self.relay.publisher = KafkaPublisher(self.producer)
-        if self.loop is not None:
-            self.loop.dead_letters = KafkaDeadLetterSink(self.producer)
 
     async def _close_clients(self) -> None:
         for client in (self.consumer, self.producer):

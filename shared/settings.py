@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # The embedded stack of `hotline up` (used only when the servers above are not given).
     embedded_broker_port: int = 9092
     embedded_postgres_port: int = 5433
-    embedded_broker_memory_mb: int = 1024
+    embedded_broker_memory_mb: int = Field(default=1024, ge=32)
     """Above this resident size the embedded broker (which keeps every record in memory and
     ignores retention) is recycled: services drained and stopped, broker restarted empty."""
 

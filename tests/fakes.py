@@ -66,6 +66,8 @@ class FakeSource:
 
     batches: list[list[Delivery]]
     committed: list[Delivery] = field(default_factory=list)
+    unassigned_polls: int = 0
+    """How many lag() calls answer "no partition yet", like a member still joining."""
 
     async def fetch(self) -> list[Delivery]:
         if not self.batches:
@@ -77,6 +79,9 @@ class FakeSource:
         self.committed.extend(deliveries)
 
     async def lag(self) -> dict[tuple[str, int], int]:
+        if self.unassigned_polls:
+            self.unassigned_polls -= 1
+            return {}
         return {("t", 0): sum(len(b) for b in self.batches)}
 
 

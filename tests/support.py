@@ -92,7 +92,10 @@ class ServiceClient:
 
     async def _caught_up(self) -> bool:
         loop = self.runtime.loop
-        return loop is not None and sum((await loop.source.lag()).values()) == 0
+        if loop is None:
+            return False
+        lags = await loop.source.lag()
+        return bool(lags) and sum(lags.values()) == 0
 
 
 async def read_topic(

@@ -15,7 +15,7 @@ import pytest
 
 from hotline.embedded import free_port
 from tests.e2e.test_intake import ticket
-from tests.support import read_topic
+from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -146,5 +146,42 @@ async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind()
         assert "stopped; nothing left running" in "".join(stack.output)
         assert [pid for pid in children if alive(pid)] == []
         assert not (stack.data_dir / "stack.pid").exists()
+    finally:
+        await stack.close()
+
+
+async def post_tickets(client: httpx.AsyncClient, base: str, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = await client.post(f"{base}/tickets", json=ticket())
+        assert response.status_code == 201
+        ids.append(response.json()["ticket_id"])
+    return ids
+
+
+async def test_a_recycled_broker_restarts_empty_and_loses_nothing_accepted():
+    """The embedded broker's memory is bounded by recycling it: everything is applied first."""
+    stack = StackProcess()
+    try:
+        await stack.start()
+        assert stack.process is not None
+        async with httpx.AsyncClient(timeout=10) as client:
+            before = await post_tickets(client, stack.url("intake"), 30)
+            stack.process.send_signal(signal.SIGUSR1)
+            await stack.wait_for_line("broker recycled", timeout=90)
+            after = await post_tickets(client, stack.url("intake"), 30)
+            bootstrap = stack.stack_env()["KAFKA_BOOTSTRAP_SERVERS"]
+            on_topic = await read_topic(bootstrap, "intake.events", at_least=30)
+
+            async def dispatch_knows_all() -> bool:
+                for ticket_id in before + after:
+                    response = await client.get(f"{stack.url('dispatch')}/tickets/{ticket_id}")
+                    if response.status_code != 200:
+                        return False
+                return True
+
+            await eventually(dispatch_knows_all, timeout=60, message="dispatch knows every ticket")
+        assert sorted(r.key.decode() for r in on_topic) == sorted(after)
+        assert await stack.interrupt() == 0
     finally:
         await stack.close()

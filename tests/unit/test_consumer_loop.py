@@ -178,3 +178,14 @@ def test_deadlocks_and_serialization_failures_are_retried_not_dead_lettered():
     assert is_transient(sa.exc.DBAPIError("UPDATE t", {}, deadlock))
     assert is_transient(sa.exc.DBAPIError("UPDATE t", {}, serialization))
     assert not is_transient(sa.exc.IntegrityError("INSERT", {}, duplicate))
+
+
+async def test_drain_waits_for_partitions_before_calling_itself_drained():
+    harness = Harness([])
+    harness.source.unassigned_polls = 10**9  # still joining the group: nothing fetched yet
+    assert await harness.loop.drain(timeout=0.05) is False
+    harness.source.unassigned_polls = 3
+    record = delivery_of(transfer("late"), event_id="e-late")
+    harness.source.batches = [[record]]
+    assert await harness.loop.drain(timeout=2) is True
+    assert harness.store["applied"] == ["late"]

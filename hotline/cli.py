@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from hotline.audit import app as audit_app
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.observability import configure_logging
@@ -21,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.add_typer(audit_app, name="audit")
 
 DataDir = Annotated[
     Path | None,

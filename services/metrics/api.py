@@ -1,7 +1,175 @@
-"""Metrics's routes."""
+"""Metrics's routes: parse the filters, read, shape the answer. No SQL here."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
+
+from services.metrics.models import (
+    UNANSWERED_CSV_COLUMNS,
+    RateGroup,
+    RatesByPublic,
+    RatesPublic,
+    UnansweredPage,
+    UnansweredWorkOrder,
+    rates_public,
+)
+from services.metrics.queries import (
+    Dimension,
+    RateFilter,
+    UnansweredQuery,
+    read_totals,
+    unanswered_work_orders,
+)
+from services.metrics.rates import Totals, rates_of
+from shared.db import UnitOfWork
+from shared.events import Channel
+from shared.pagination import decode_cursor, encode_cursor
+from shared.workdays import WorkCalendar
 
 router = APIRouter(tags=["metrics"])
+
+Name = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+def get_uow(request: Request) -> UnitOfWork:
+    """A fresh unit of work from the running service."""
+    uow: UnitOfWork = request.app.state.runtime.uow()
+    return uow
+
+
+def get_calendar(request: Request) -> WorkCalendar:
+    """The working-day calendar loaded at startup."""
+    calendar: WorkCalendar = request.app.state.calendar
+    return calendar
+
+
+def rate_filter(
+    city: Name = None,
+    channel: Channel | None = None,
+    scenario: Name = None,
+    department: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="Narrows the transfer, three-way, work-order and reply rates only.",
+        ),
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Tickets submitted at or after (RFC 3339).")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Tickets submitted before (RFC 3339).")
+    ] = None,
+) -> RateFilter:
+    """The filters of `/rates`; no window means every ticket ever recorded."""
+    if since is not None and until is not None and until <= since:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "until"),
+                    "msg": "until must be later than since",
+                    "input": until.isoformat(),
+                }
+            ]
+        )
+    return RateFilter(city, channel, scenario, department, since, until)
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+FilterDep = Annotated[RateFilter, Depends(rate_filter)]
+CalendarDep = Annotated[WorkCalendar, Depends(get_calendar)]
+
+
+@router.get("/rates", response_model=RatesPublic)
+async def read_rates(uow: UowDep, filters: FilterDep) -> RatesPublic:
+    """Every evaluation rate of the selected tickets, each with numerator and denominator.
+
+    A rate whose denominator is 0 has `value: null`. Transfers, work orders, replies and
+    callbacks belong to their ticket (its city, channel, scenario and `submitted_at`): one
+    whose ticket's own event has not arrived yet is counted as soon as it does. Callbacks
+    are counted per callback for satisfaction, per ticket for the callback rate."""
+    async with uow:
+        totals = await read_totals(uow, filters, by=None, now=datetime.now(UTC))
+    total = next(iter(totals.values()), Totals())
+    return RatesPublic(rates=rates_public(rates_of(total)))
+
+
+@router.get("/rates/by/{dimension}", response_model=RatesByPublic)
+async def read_rates_by(dimension: Dimension, uow: UowDep, filters: FilterDep) -> RatesByPublic:
+    """The rates per city, channel, scenario or department, with the same filters.
+
+    Grouped by department, the call and callback rates (which ignore department) are the
+    same in every group.
+    """
+    async with uow:
+        totals = await read_totals(uow, filters, by=dimension, now=datetime.now(UTC))
+    return RatesByPublic(
+        by=dimension,
+        groups=[
+            RateGroup(key=key, rates=rates_public(rates_of(group))) for key, group in totals.items()
+        ],
+    )
+
+
+@router.get(
+    "/audit/unanswered",
+    response_model=UnansweredPage,
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "JSON, or CSV with `format=csv` (total and next cursor in headers)",
+        },
+        422: {"description": "A bad filter or cursor"},
+    },
+)
+async def audit_unanswered(
+    uow: UowDep,
+    calendar: CalendarDep,
+    city: Name = None,
+    department: Name = None,
+    overdue_only: bool = False,
+    format: Literal["json", "csv"] = "json",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Any:
+    """Work orders with no reply yet, most overdue first, each with its age in working days."""
+    query = UnansweredQuery(
+        city=city,
+        department=department,
+        overdue_only=overdue_only,
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+    )
+    async with uow:
+        total, items, more = await unanswered_work_orders(
+            uow, query, now=datetime.now(UTC), calendar=calendar
+        )
+    next_cursor = encode_cursor(items[-1].due_at, items[-1].work_order_id) if more else None
+    if format == "csv":
+        headers = {"X-Total-Count": str(total)}
+        if next_cursor:
+            headers["X-Next-Cursor"] = next_cursor
+        return Response(
+            content=unanswered_csv(items), media_type="text/csv; charset=utf-8", headers=headers
+        )
+    return UnansweredPage(total=total, items=items, next_cursor=next_cursor)
+
+
+def unanswered_csv(items: list[UnansweredWorkOrder]) -> str:
+    """The audit rows as CSV with a header line."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=UNANSWERED_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for item in items:
+        row = item.model_dump(mode="json")
+        writer.writerow({k: str(v).lower() if isinstance(v, bool) else v for k, v in row.items()})
+    return out.getvalue()

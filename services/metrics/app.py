@@ -5,19 +5,28 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.metrics.api import router
+from services.metrics.handlers import HANDLERS
+from services.metrics.prometheus import install_series, refresh_series
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
+from shared.workdays import WorkCalendar
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build metrics's app."""
-    return create_service_app(
+    """Build metrics's app; the working-day calendar is loaded here, never at import."""
+    settings = settings or Settings()
+    app = create_service_app(
         ServiceSpec(
             name="metrics",
             title="12345 hotline: metrics",
             routers=[router],
             publishes=False,
             consumes=["intake", "dispatch", "followup"],
+            handlers=HANDLERS,
+            background=[refresh_series],
         ),
-        settings or Settings(),
+        settings,
     )
+    app.state.calendar = WorkCalendar.load(settings.holiday_path())
+    install_series()
+    return app

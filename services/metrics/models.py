@@ -1,10 +1,230 @@
-"""Metrics's tables: its own metadata, so no other service's tables mix in."""
+"""Metrics's tables and API schemas.
+
+Fact tables keep one row per ticket, transfer, work order and callback, upserted with
+whatever is known so far; each row also stores the counters it contributes (see `rates`).
+`rate_cells` holds the sums of those counters per cell: a grain and period of the tickets'
+`submitted_at` (all time, month, day in Asia/Shanghai) and a grouping set of city, channel,
+scenario and department, where `""` stands for "all". A fact is in the cells once its
+ticket is known (`counted`); before that it cannot be attributed to a city.
+
+The tables are SQLAlchemy Core on metrics's own metadata, not SQLModel classes: their
+counter columns are generated from the counter names in `rates`, so the definitions, the
+facts and the aggregates cannot drift apart, and every statement is a Core statement run
+through the unit of work.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from services.metrics.rates import (
+    CALLBACK_COUNTERS,
+    COUNTERS,
+    DECIMAL_COUNTERS,
+    RATE_NAMES,
+    TICKET_COUNTERS,
+    TRANSFER_COUNTERS,
+    WORK_ORDER_COUNTERS,
+    Rate,
+)
+
 
 class MetricsModel(SQLModel, registry=registry()):
-    """Base of metrics's tables."""
+    """Base of metrics's tables: its own metadata, so no other service's tables mix in."""
+
+
+METADATA = MetricsModel.metadata
+ALL = ""
+"""The key part of a cell summed over every value of that dimension."""
+
+
+def _counter_columns(names: tuple[str, ...], *, big: bool = False) -> list[sa.Column[object]]:
+    integer: type[sa.Integer] = sa.BigInteger if big else sa.Integer
+    columns: list[sa.Column[object]] = []
+    for name in names:
+        kind: sa.types.TypeEngine[Any] = (
+            sa.Numeric(20 if big else 14, 3) if name in DECIMAL_COUNTERS else integer()
+        )
+        columns.append(sa.Column(name, kind, nullable=False, server_default="0"))
+    return columns
+
+
+def _ticket_dimensions() -> list[sa.Column[object]]:
+    """The ticket's dimensions, copied onto a child fact once the ticket is known."""
+    return [
+        sa.Column("counted", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("city", sa.String(64)),
+        sa.Column("channel", sa.String(16)),
+        sa.Column("scenario", sa.String(64)),
+        sa.Column("submitted_at", sa.DateTime(timezone=True)),
+    ]
+
+
+ticket_facts = sa.Table(
+    "ticket_facts",
+    METADATA,
+    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    *_ticket_dimensions(),
+    sa.Column("answered", sa.Boolean),
+    sa.Column("wait_seconds", sa.Numeric(12, 3)),
+    sa.Column("resolved_at_first_contact", sa.Boolean),
+    sa.Column("replied_work_orders", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("callbacks_logged", sa.Integer, nullable=False, server_default="0"),
+    *_counter_columns(TICKET_COUNTERS),
+    sa.Index("ticket_facts_by_time", "submitted_at"),
+)
+
+transfer_facts = sa.Table(
+    "transfer_facts",
+    METADATA,
+    sa.Column("transfer_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("department", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("connected", sa.Boolean, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    *_ticket_dimensions(),
+    *_counter_columns(TRANSFER_COUNTERS),
+    sa.Index("transfer_facts_by_time", "submitted_at"),
+)
+
+work_order_facts = sa.Table(
+    "work_order_facts",
+    METADATA,
+    sa.Column("work_order_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("department", sa.String(64), nullable=False),
+    sa.Column("created_known", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("due_at", sa.DateTime(timezone=True)),
+    sa.Column("first_reply_id", sa.String(64)),
+    sa.Column("first_reply_at", sa.DateTime(timezone=True)),
+    sa.Column("first_reply_quality", sa.String(16)),
+    *_ticket_dimensions(),
+    *_counter_columns(WORK_ORDER_COUNTERS),
+    sa.Index("work_order_facts_by_time", "submitted_at"),
+    # Unreplied work orders by deadline: the audit list, and the count of those not yet
+    # due at query time, answered from the index alone (hence the included columns).
+    sa.Index(
+        "work_order_facts_unreplied",
+        "due_at",
+        "work_order_id",
+        postgresql_include=["counted", "city", "channel", "scenario", "department", "submitted_at"],
+        postgresql_where=sa.text("first_reply_at IS NULL AND created_known"),
+    ),
+)
+
+callback_facts = sa.Table(
+    "callback_facts",
+    METADATA,
+    sa.Column("callback_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("reached", sa.Boolean, nullable=False),
+    sa.Column("satisfaction", sa.String(32)),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    *_ticket_dimensions(),
+    *_counter_columns(CALLBACK_COUNTERS),
+    sa.Index("callback_facts_by_time", "submitted_at"),
+)
+
+CELL_DIMENSIONS = ("city", "channel", "scenario", "department")
+
+rate_cells = sa.Table(
+    "rate_cells",
+    METADATA,
+    sa.Column("city", sa.String(64), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("scenario", sa.String(64), primary_key=True),
+    sa.Column("department", sa.String(64), primary_key=True),
+    sa.Column("grain", sa.String(8), primary_key=True),
+    sa.Column("period", sa.Date, primary_key=True),
+    sa.Column(
+        "grouping_set",
+        sa.SmallInteger,
+        sa.Computed(
+            "(city <> '')::int + 2 * (channel <> '')::int"
+            " + 4 * (scenario <> '')::int + 8 * (department <> '')::int",
+            persisted=True,
+        ),
+        nullable=False,
+    ),
+    *_counter_columns(COUNTERS, big=True),
+    # The primary key finds the cells of a filter; this one the groups of a breakdown.
+    sa.Index("rate_cells_by_grouping_set", "grouping_set", "grain", "period"),
+)
+
+
+def grouping_of(city: bool, channel: bool, scenario: bool, department: bool) -> int:
+    """The `grouping_set` of cells keyed by the dimensions given as True (the others are ALL)."""
+    return int(city) + 2 * int(channel) + 4 * int(scenario) + 8 * int(department)
+
+
+# --- API schemas --------------------------------------------------------------------------
+
+
+class RatePublic(BaseModel):
+    """One rate: `value` is null when the denominator is 0."""
+
+    value: float | None
+    numerator: float | int
+    denominator: int
+
+    @classmethod
+    def of(cls, rate: Rate) -> RatePublic:
+        """Shape a computed rate for the API."""
+        return cls(value=rate.value, numerator=rate.numerator, denominator=rate.denominator)
+
+
+def rates_public(rates: dict[str, Rate]) -> dict[str, RatePublic]:
+    """Every rate, in DESIGN.md's order."""
+    return {name: RatePublic.of(rates[name]) for name in RATE_NAMES}
+
+
+class RatesPublic(BaseModel):
+    """The answer to `GET /rates`."""
+
+    rates: dict[str, RatePublic]
+
+
+class RateGroup(BaseModel):
+    """The rates of one value of the breakdown dimension."""
+
+    key: str
+    rates: dict[str, RatePublic]
+
+
+class RatesByPublic(BaseModel):
+    """The answer to `GET /rates/by/{dimension}`: one group per value, sorted by key."""
+
+    by: str
+    groups: list[RateGroup]
+
+
+class UnansweredWorkOrder(BaseModel):
+    """A work order with no reply yet, as the audit lists it."""
+
+    work_order_id: str
+    ticket_id: str
+    city: str | None = Field(description="null while the ticket's own event has not arrived")
+    department: str
+    created_at: datetime
+    due_at: datetime
+    overdue: bool
+    age_working_days: int
+
+
+class UnansweredPage(BaseModel):
+    """The answer to `GET /audit/unanswered`: most overdue first; `next_cursor` pages on."""
+
+    total: int
+    items: list[UnansweredWorkOrder]
+    next_cursor: str | None = None
+
+
+UNANSWERED_CSV_COLUMNS = tuple(UnansweredWorkOrder.model_fields)

@@ -1,0 +1,319 @@
+"""What metrics answers: the rates of a selection of tickets, and the unanswered work orders.
+
+The rates add three sums, none of which reads every ticket:
+1. cells: the grouping set of the filters, for the whole months and days of the window
+   (or all time), found by primary key or `rate_cells_by_grouping_set`;
+2. raw facts of the partial days at the window's edges (by `submitted_at` indexes);
+3. work orders awaiting a reply (no reply, not past due now), by the partial `due_at`
+   index: only those due from now on, a few days' worth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal, get_args
+
+import sqlalchemy as sa
+
+from services.metrics.cube import PeriodRange, TimeRange, WindowPlan, plan_window
+from services.metrics.models import (
+    ALL,
+    UnansweredWorkOrder,
+    callback_facts,
+    grouping_of,
+    rate_cells,
+    ticket_facts,
+    transfer_facts,
+    work_order_facts,
+)
+from services.metrics.rates import (
+    CALLBACK_COUNTERS,
+    COUNTERS,
+    PER_DEPARTMENT,
+    PER_TICKET,
+    TICKET_COUNTERS,
+    TRANSFER_COUNTERS,
+    WORK_ORDER_COUNTERS,
+    ZERO,
+    Counts,
+    Totals,
+)
+from shared.db import UnitOfWork
+from shared.workdays import WorkCalendar, working_days_between
+
+Dimension = Literal["city", "channel", "scenario", "department"]
+DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
+TICKET_DIMENSIONS: Final[tuple[Dimension, ...]] = ("city", "channel", "scenario")
+
+
+@dataclass(frozen=True)
+class RateFilter:
+    """Which tickets (and which departments' facts) the rates are over."""
+
+    city: str | None = None
+    channel: str | None = None
+    scenario: str | None = None
+    department: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def value_of(self, dimension: Dimension) -> str | None:
+        """The filter's value for one dimension, if any."""
+        value: str | None = getattr(self, dimension)
+        return value
+
+
+_Sums = dict[tuple[str, str], Counts]
+"""(group key, department key) -> summed counters; department key ALL for ticket counters."""
+
+
+async def read_totals(
+    uow: UnitOfWork, filters: RateFilter, *, by: Dimension | None, now: datetime
+) -> dict[str, Totals]:
+    """The totals of the selection, per value of `by` (one entry keyed ALL without `by`)."""
+    plan = plan_window(filters.since, filters.until)
+    sums: _Sums = defaultdict(lambda: ZERO)
+    await _add_cells(uow, filters, by, plan, sums)
+    if plan.raw:
+        await add_fact_sums(uow, filters, by, plan.raw, sums)
+    awaiting = await awaiting_reply(uow, filters, by, now)
+    return _combine(filters, by, sums, awaiting)
+
+
+def _combine(
+    filters: RateFilter, by: Dimension | None, sums: _Sums, awaiting: dict[str, int]
+) -> dict[str, Totals]:
+    """Ticket counters from the department-ALL sums, department counters from the filter's."""
+    totals: dict[str, Totals] = {}
+    if by == "department":
+        per_ticket = sums.get((ALL, ALL), ZERO).only(PER_TICKET)
+        departments = {dept for key, dept in sums if dept != ALL} | set(awaiting)
+        for dept in sorted(departments):
+            counts = per_ticket + sums.get((dept, dept), ZERO).only(PER_DEPARTMENT)
+            totals[dept] = Totals(counts, awaiting.get(dept, 0))
+        return totals
+    department = filters.department or ALL
+    keys = ({key for key, _ in sums} | set(awaiting)) if by else {ALL}
+    for key in sorted(keys):
+        counts = sums.get((key, ALL), ZERO).only(PER_TICKET) + sums.get(
+            (key, department), ZERO
+        ).only(PER_DEPARTMENT)
+        totals[key] = Totals(counts, awaiting.get(key, 0))
+    return totals
+
+
+def _dimension_conditions(
+    table: sa.Table, filters: RateFilter, by: Dimension | None, *, cells: bool
+) -> list[sa.ColumnElement[bool]]:
+    """Equality for a filtered dimension; in the cells, ALL for the others."""
+    conditions = []
+    for name in TICKET_DIMENSIONS:
+        value = filters.value_of(name)
+        if value is not None:
+            conditions.append(table.c[name] == value)
+        elif cells:
+            conditions.append(table.c[name] != ALL if by == name else table.c[name] == ALL)
+    return conditions
+
+
+def _key_column(
+    table: sa.Table, by: Dimension | None
+) -> tuple[sa.ColumnElement[Any], list[sa.ColumnElement[Any]]]:
+    """The group key to select (ALL without a breakdown) and what to GROUP BY for it."""
+    if by is None or by not in table.c:
+        return sa.literal_column("''").label("key"), []
+    return table.c[by].label("key"), [table.c[by]]
+
+
+async def _add_cells(
+    uow: UnitOfWork, filters: RateFilter, by: Dimension | None, plan: WindowPlan, sums: _Sums
+) -> None:
+    if not plan.cells:
+        return
+    cells = rate_cells.c
+    chosen = {name: filters.value_of(name) is not None or by == name for name in DIMENSIONS}
+    ticket_set = grouping_of(chosen["city"], chosen["channel"], chosen["scenario"], False)
+    department_set = grouping_of(chosen["city"], chosen["channel"], chosen["scenario"], True)
+    conditions = _dimension_conditions(rate_cells, filters, by, cells=True)
+    if by == "department" or filters.department is not None:
+        # The department-ALL row for ticket counters, the department's rows for the rest.
+        conditions.append(cells.grouping_set.in_([ticket_set, department_set]))
+        if filters.department is not None:
+            conditions.append(cells.department.in_([ALL, filters.department]))
+    else:
+        conditions.append(cells.department == ALL)
+        conditions.append(cells.grouping_set == ticket_set)
+    conditions.append(sa.or_(*[_period_condition(period) for period in plan.cells]))
+    key, grouped = _key_column(rate_cells, by)
+    statement = (
+        sa.select(
+            key, cells.department, *[sa.func.sum(cells[name]).label(name) for name in COUNTERS]
+        )
+        .where(*conditions)
+        .group_by(*grouped, cells.department)
+    )
+    for row in await uow.execute(statement):
+        group, dept, *values = tuple[Any, ...](row)
+        sums[(group, dept)] += Counts.summed(COUNTERS, values)
+
+
+def _period_condition(period: PeriodRange) -> sa.ColumnElement[bool]:
+    cells = rate_cells.c
+    condition = [cells.grain == period.grain]
+    if period.start is not None:
+        condition.append(cells.period >= period.start)
+    if period.end is not None:
+        condition.append(cells.period < period.end)
+    return sa.and_(*condition)
+
+
+def _time_condition(table: sa.Table, ranges: tuple[TimeRange, ...]) -> sa.ColumnElement[bool]:
+    return sa.or_(*[_time_range(table, time_range) for time_range in ranges])
+
+
+def _time_range(table: sa.Table, time_range: TimeRange) -> sa.ColumnElement[bool]:
+    condition: list[sa.ColumnElement[bool]] = [sa.true()]
+    if time_range.start is not None:
+        condition.append(table.c.submitted_at >= time_range.start)
+    if time_range.end is not None:
+        condition.append(table.c.submitted_at < time_range.end)
+    return sa.and_(*condition)
+
+
+_RAW_SOURCES: Final = (
+    (ticket_facts, TICKET_COUNTERS, False),
+    (callback_facts, CALLBACK_COUNTERS, False),
+    (transfer_facts, TRANSFER_COUNTERS, True),
+    (work_order_facts, WORK_ORDER_COUNTERS, True),
+)
+
+
+async def add_fact_sums(
+    uow: UnitOfWork,
+    filters: RateFilter,
+    by: Dimension | None,
+    ranges: tuple[TimeRange, ...],
+    sums: _Sums,
+) -> None:
+    """Add the sums of the counted facts in `ranges`, read straight from the fact tables.
+
+    With `TimeRange()` it is the naive GROUP BY over every fact: the benchmark's baseline.
+    """
+    for table, names, per_department in _RAW_SOURCES:
+        conditions = [table.c.counted, _time_condition(table, ranges)]
+        conditions += _dimension_conditions(table, filters, by, cells=False)
+        department: sa.ColumnElement[Any] = sa.literal_column("''")
+        key, grouped = _key_column(table, by)
+        if per_department and filters.department is not None:
+            conditions.append(table.c.department == filters.department)
+        if per_department and (filters.department is not None or by == "department"):
+            department = table.c.department
+            grouped.append(department)
+        statement = (
+            sa.select(
+                key,
+                department.label("department"),
+                *[sa.func.sum(table.c[name]).label(name) for name in names],
+            )
+            .where(*conditions)
+            .group_by(*grouped)
+        )
+        for row in await uow.execute(statement):
+            group, dept, *values = tuple[Any, ...](row)
+            sums[(group, dept)] += Counts.summed(names, values)
+
+
+def _unreplied(table: sa.Table = work_order_facts) -> list[sa.ColumnElement[bool]]:
+    """Matches the partial index `work_order_facts_unreplied`."""
+    return [table.c.first_reply_at.is_(None), table.c.created_known]
+
+
+async def awaiting_reply(
+    uow: UnitOfWork, filters: RateFilter, by: Dimension | None, now: datetime
+) -> dict[str, int]:
+    """Counted work orders with no reply whose `due_at` is now or later, per group key."""
+    facts = work_order_facts
+    conditions = [*_unreplied(), facts.c.due_at >= now, facts.c.counted]
+    conditions += _dimension_conditions(facts, filters, by, cells=False)
+    if filters.department is not None:
+        conditions.append(facts.c.department == filters.department)
+    conditions.append(_time_range(facts, TimeRange(filters.since, filters.until)))
+    key, grouped = _key_column(facts, by)
+    statement = sa.select(key, sa.func.count().label("n")).where(*conditions).group_by(*grouped)
+    return {row["key"]: row["n"] for row in (await uow.execute(statement)).mappings()}
+
+
+async def outcomes_by_city_and_channel(uow: UnitOfWork) -> dict[tuple[str, str], Counts]:
+    """All-time counters per (city, channel): the cells of that grouping set."""
+    cells = rate_cells.c
+    statement = sa.select(rate_cells).where(
+        cells.grouping_set == grouping_of(True, True, False, False),
+        cells.grain == "all",
+        cells.department == ALL,
+    )
+    return {
+        (row["city"], row["channel"]): Counts.of(row)
+        for row in (await uow.execute(statement)).mappings()
+    }
+
+
+# --- The audit of unanswered work orders --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnansweredQuery:
+    """Filters and position of one page of the audit."""
+
+    city: str | None = None
+    department: str | None = None
+    overdue_only: bool = False
+    limit: int = 100
+    after: tuple[datetime, str] | None = None
+    """The (due_at, work_order_id) of the last row of the previous page."""
+
+
+async def unanswered_work_orders(
+    uow: UnitOfWork, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
+) -> tuple[int, list[UnansweredWorkOrder], bool]:
+    """(total, one page most overdue first, whether more follow).
+
+    Lists every work order whose creation is known and that has no reply, also those whose
+    ticket has not arrived yet (their `city` is null until it does).
+    """
+    facts = work_order_facts
+    conditions = _unreplied()
+    if query.city is not None:
+        conditions.append(facts.c.city == query.city)
+    if query.department is not None:
+        conditions.append(facts.c.department == query.department)
+    if query.overdue_only:
+        conditions.append(facts.c.due_at < now)
+    total = (await uow.execute(sa.select(sa.func.count()).where(*conditions))).scalar_one()
+    page_conditions = list(conditions)
+    if query.after is not None:
+        page_conditions.append(
+            sa.tuple_(facts.c.due_at, facts.c.work_order_id) > sa.tuple_(*query.after)
+        )
+    statement = (
+        sa.select(facts)
+        .where(*page_conditions)
+        .order_by(facts.c.due_at, facts.c.work_order_id)
+        .limit(query.limit + 1)
+    )
+    rows = list((await uow.execute(statement)).mappings())
+    items = [
+        UnansweredWorkOrder(
+            work_order_id=row["work_order_id"],
+            ticket_id=row["ticket_id"],
+            city=row["city"],
+            department=row["department"],
+            created_at=row["created_at"],
+            due_at=row["due_at"],
+            overdue=row["due_at"] < now,
+            age_working_days=working_days_between(row["created_at"], now, calendar),
+        )
+        for row in rows[: query.limit]
+    ]
+    return int(total), items, len(rows) > query.limit

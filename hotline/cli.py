@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from hotline.audit import app as audit_app
+from hotline.simulator.command import simulate
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.observability import configure_logging
@@ -82,6 +83,9 @@ def topics() -> None:
     """Create the topics (and their dead-letter topics) that do not exist yet."""
     asyncio.run(ensure_topics(_settings()))
     typer.echo("topics are in place")
+
+
+app.command()(simulate)
 
 
 if __name__ == "__main__":

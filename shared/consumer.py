@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import UnitOfWork
 from shared.envelope import Envelope, PoisonMessage, decode
@@ -49,6 +50,10 @@ processed_events = sa.Table(
 
 Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
 """`handler(uow, event)`: apply one event inside the batch's transaction."""
+
+
+class _FailedForGood(Exception):
+    """An event of an unisolated batch failed for good: redo the batch event by event."""
 
 
 @dataclass(frozen=True)
@@ -110,28 +115,32 @@ class DeadLetterSink(Protocol):
 
 
 class ProcessedLog(Protocol):
-    """The ids of events already applied, in the service's own schema."""
+    """The ids of events applied, in the service's own schema, written in the transaction of
+    their effects."""
 
-    async def already_processed(self, uow: UnitOfWork, event_ids: Sequence[str]) -> set[str]: ...
+    async def claim(self, uow: UnitOfWork, events: Sequence[tuple[str, str]]) -> set[str]:
+        """Record (event_id, ce_type) pairs as processed; return the ids that were not yet.
 
-    async def record(self, uow: UnitOfWork, event_id: str, ce_type: str) -> None: ...
+        A replica applying the same event at the same moment waits on the row and then finds
+        it taken, so only one of them applies it.
+        """
+        ...
 
 
 class SqlProcessedLog:
-    """`processed_events`, written in the same transaction as the effects."""
+    """`processed_events`: one multi-row insert claims a whole batch."""
 
-    async def already_processed(self, uow: UnitOfWork, event_ids: Sequence[str]) -> set[str]:
-        if not event_ids:
+    async def claim(self, uow: UnitOfWork, events: Sequence[tuple[str, str]]) -> set[str]:
+        unique = dict(events)
+        if not unique:
             return set()
-        rows = await uow.execute(
-            sa.select(processed_events.c.event_id).where(
-                processed_events.c.event_id.in_(list(event_ids))
-            )
+        statement = (
+            pg_insert(processed_events)
+            .values([{"event_id": i, "ce_type": t} for i, t in unique.items()])
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(processed_events.c.event_id)
         )
-        return {row[0] for row in rows}
-
-    async def record(self, uow: UnitOfWork, event_id: str, ce_type: str) -> None:
-        await uow.execute(processed_events.insert().values(event_id=event_id, ce_type=ce_type))
+        return {row[0] for row in await uow.execute(statement)}
 
 
 class KafkaSource:
@@ -231,45 +240,77 @@ class ConsumerLoop:
         self.caught_up = asyncio.Event()
 
     async def apply(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
-        """Apply one batch in one transaction. Raises only on a passing failure (retry it)."""
-        outcome = BatchOutcome()
+        """Apply one batch in one transaction. Raises only on a passing failure (retry it).
+
+        The batch is first applied without savepoints (two round trips fewer per event);
+        only if an event fails for good is it applied again, each event in a savepoint, so
+        that one event is dead-lettered and the rest kept.
+        """
+        poison: list[DeadLetter] = []
         decoded: list[tuple[Delivery, Envelope]] = []
         for delivery in deliveries:
             try:
                 decoded.append((delivery, decode(delivery.headers, delivery.key, delivery.value)))
             except PoisonMessage as exc:
-                outcome.dead_letters.append(DeadLetter(delivery, exc.reason))
+                poison.append(DeadLetter(delivery, exc.reason))
+        try:
+            outcome = await self._apply_all(decoded, isolate=False)
+        except _FailedForGood:
+            outcome = await self._apply_all(decoded, isolate=True)
+        outcome.dead_letters[:0] = poison
+        return outcome
+
+    async def _apply_all(
+        self, decoded: Sequence[tuple[Delivery, Envelope]], *, isolate: bool
+    ) -> BatchOutcome:
+        outcome = BatchOutcome()
         async with self._new_uow() as uow:
-            ids = [env.event_id for _, env in decoded if env.event is not None]
-            seen = await self._processed.already_processed(uow, ids)
+            claimed: set[str] = set()
+            if not isolate:
+                wanted = [(env.event_id, env.ce_type) for _, env in decoded if self._handles(env)]
+                claimed = await self._processed.claim(uow, wanted)
             for delivery, envelope in decoded:
-                await self._apply_one(uow, delivery, envelope, seen, outcome)
+                await self._apply_one(uow, delivery, envelope, claimed, outcome, isolate=isolate)
             await uow.commit()
         return outcome
+
+    def _handles(self, envelope: Envelope) -> bool:
+        return envelope.event is not None and type(envelope.event) in self._handlers
 
     async def _apply_one(
         self,
         uow: UnitOfWork,
         delivery: Delivery,
         envelope: Envelope,
-        seen: set[str],
+        claimed: set[str],
         outcome: BatchOutcome,
+        *,
+        isolate: bool,
     ) -> None:
+        """Apply one event the batch claimed (isolated: claim it in its own savepoint)."""
         event = envelope.event
-        handler = self._handlers.get(type(event)) if event is not None else None
-        if event is None or handler is None:
+        if event is None or not self._handles(envelope):
             outcome.count(delivery, envelope.ce_type, "skipped", envelope.event_id)
             return
-        if envelope.event_id in seen:
-            outcome.count(delivery, envelope.ce_type, "duplicate", envelope.event_id)
-            return
+        handler = self._handlers[type(event)]
         try:
-            async with uow.savepoint():
-                await handler(uow, event)
-                await self._processed.record(uow, envelope.event_id, envelope.ce_type)
+            if isolate:
+                async with uow.savepoint():
+                    mine = envelope.event_id in await self._processed.claim(
+                        uow, [(envelope.event_id, envelope.ce_type)]
+                    )
+                    if mine:
+                        await handler(uow, event)
+            else:
+                mine = envelope.event_id in claimed
+                claimed.discard(envelope.event_id)  # a second copy in the batch is a duplicate
+                if mine:
+                    await handler(uow, event)
         except Exception as exc:
             if is_transient(exc):
                 raise
+            if not isolate:
+                raise _FailedForGood from exc
             log.warning(
                 "event cannot be processed; dead-lettering it",
                 extra={
@@ -281,8 +322,8 @@ class ConsumerLoop:
             )
             outcome.dead_letters.append(DeadLetter(delivery, f"handler failed: {exc!r}"[:1000]))
             return
-        seen.add(envelope.event_id)
-        outcome.count(delivery, envelope.ce_type, "processed", envelope.event_id)
+        result = "processed" if mine else "duplicate"
+        outcome.count(delivery, envelope.ce_type, result, envelope.event_id)
 
     async def handle(self, deliveries: Sequence[Delivery], stopping: asyncio.Event) -> bool:
         """Apply, dead-letter and commit one batch, retrying passing failures.

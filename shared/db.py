@@ -8,10 +8,10 @@ exist once per service.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar, cast
 
 from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -42,6 +42,20 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+class Accumulator(Protocol):
+    """Changes gathered across a transaction and written once, just before it commits
+    (e.g. aggregate rows many events add to: written once per batch, not once per event)."""
+
+    def merge(self, other: Self) -> None:
+        """Take in what a savepoint that succeeded gathered."""
+
+    async def flush(self, uow: UnitOfWork) -> None:
+        """Write what was gathered, inside the transaction."""
+
+
+A = TypeVar("A", bound=Accumulator)
+
+
 class UnitOfWork:
     """One transaction. Emitted events go to the outbox in that same transaction.
 
@@ -62,6 +76,7 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._emitted = 0
         self._session: AsyncSession | None = None
+        self._accumulators: list[dict[str, Accumulator]] = [{}]
 
     @property
     def session(self) -> AsyncSession:
@@ -73,6 +88,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._emitted = 0
+        self._accumulators = [{}]
         return self
 
     async def __aexit__(
@@ -91,9 +107,33 @@ class UnitOfWork:
         connection = await self.session.connection()
         return await connection.execute(statement)
 
-    def savepoint(self) -> AbstractAsyncContextManager[object]:
-        """A nested transaction: what fails inside it is undone without losing the rest."""
-        return self.session.begin_nested()
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: what fails inside it is undone without losing the rest,
+        including what it gathered in accumulators."""
+        self._accumulators.append({})
+        try:
+            async with self.session.begin_nested():
+                yield
+        except BaseException:
+            self._accumulators.pop()
+            raise
+        gathered = self._accumulators.pop()
+        outer = self._accumulators[-1]
+        for key, accumulator in gathered.items():
+            if key in outer:
+                outer[key].merge(accumulator)
+            else:
+                outer[key] = accumulator
+
+    def accumulator(self, key: str, factory: Callable[[], A]) -> A:
+        """This transaction's accumulator named `key`, made by `factory` on first use; it is
+        flushed by `commit()`."""
+        layer = self._accumulators[-1]
+        if key not in layer:
+            layer[key] = factory()
+        found = layer[key]
+        return cast(A, found)
 
     async def emit(self, event: Event, event_id: str | None = None) -> str:
         """Add `event` to the outbox of this transaction; returns its CloudEvent id."""
@@ -107,7 +147,13 @@ class UnitOfWork:
         return event_id
 
     async def commit(self) -> None:
-        """Commit the state change and its events together, then wake the relay."""
+        """Write the accumulators, commit the state change and its events together, then
+        wake the relay."""
+        if len(self._accumulators) != 1:
+            raise RuntimeError("commit() inside a savepoint")
+        gathered, self._accumulators = self._accumulators[0], [{}]
+        for accumulator in gathered.values():
+            await accumulator.flush(self)
         await self.session.commit()
         if self._emitted and self._on_commit is not None:
             self._on_commit()
@@ -117,3 +163,4 @@ class UnitOfWork:
         """Drop everything done in this transaction."""
         await self.session.rollback()
         self._emitted = 0
+        self._accumulators = [{}]

@@ -53,11 +53,11 @@ class FakeUnitOfWork:
 class FakeProcessedLog:
     """Processed event ids kept inside the fake transaction's state."""
 
-    async def already_processed(self, uow: Any, event_ids: Sequence[str]) -> set[str]:
-        return set(event_ids) & set(uow.state.setdefault("processed", []))
-
-    async def record(self, uow: Any, event_id: str, ce_type: str) -> None:
-        uow.state.setdefault("processed", []).append(event_id)
+    async def claim(self, uow: Any, events: Sequence[tuple[str, str]]) -> set[str]:
+        processed = uow.state.setdefault("processed", [])
+        new = [event_id for event_id, _ in dict(events).items() if event_id not in processed]
+        processed.extend(new)
+        return set(new)
 
 
 @dataclass

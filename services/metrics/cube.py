@@ -89,10 +89,20 @@ def cell_keys(dims: Dims, department: str | None) -> list[CellKey]:
 
 
 class CellDeltas:
-    """Changes to cells collected while applying one event, then written in one statement."""
+    """Changes to cells collected across a batch of events, then written in one statement
+    just before the batch commits (a UnitOfWork accumulator)."""
 
     def __init__(self) -> None:
         self._deltas: dict[CellKey, Counts] = {}
+
+    def merge(self, other: CellDeltas) -> None:
+        """Take in the changes of an event whose savepoint succeeded."""
+        for key, counts in other._deltas.items():
+            self._deltas[key] = self._deltas.get(key, ZERO) + counts
+
+    async def flush(self, uow: UnitOfWork) -> None:
+        """Write the changes into the cells."""
+        await apply_deltas(uow, self)
 
     def add(self, dims: Dims, department: str | None, counts: Counts) -> None:
         """Add (or, negative, remove) `counts` in every cell of the fact."""

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import RowMapping
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.metrics.cube import CellDeltas, Dims, apply_deltas
+from services.metrics.cube import CellDeltas, Dims
 from services.metrics.models import callback_facts, ticket_facts, transfer_facts, work_order_facts
 from services.metrics.rates import (
     CALLBACK_COUNTERS,
@@ -74,14 +74,36 @@ def _require(**values: str) -> None:
             raise UnusableEvent(f"{name} must not be empty")
 
 
+class _WriterLock:
+    """Whether this transaction holds the one-writer lock (an accumulator with nothing to
+    write: it only remembers, so the lock is asked for once per batch, not per event)."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def merge(self, other: _WriterLock) -> None:
+        self.held = self.held or other.held
+
+    async def flush(self, uow: UnitOfWork) -> None:
+        return None
+
+
 async def _ticket_row(uow: UnitOfWork, ticket_id: str) -> Row:
     """The ticket's facts row, locked; an empty one (not counted) if the ticket is new."""
-    await uow.execute(_ONE_WRITER)
+    lock = uow.accumulator("metrics-writer-lock", _WriterLock)
+    if not lock.held:
+        await uow.execute(_ONE_WRITER)
+        lock.held = True
     insert = pg_insert(ticket_facts).values(ticket_id=ticket_id)
     statement = insert.on_conflict_do_update(
         index_elements=["ticket_id"], set_={"ticket_id": insert.excluded.ticket_id}
     ).returning(*ticket_facts.c)
     return (await uow.execute(statement)).mappings().one()
+
+
+def _cell_deltas(uow: UnitOfWork) -> CellDeltas:
+    """The batch's cell changes: written once, when the batch commits."""
+    return uow.accumulator("metrics-cells", CellDeltas)
 
 
 def _dims(ticket: Row) -> Dims | None:
@@ -168,7 +190,7 @@ async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
             **counts.values(TICKET_COUNTERS),
         )
     )
-    deltas = CellDeltas()
+    deltas = _cell_deltas(uow)
     deltas.add(dims, None, counts)
     for table, names, per_department in _CHILD_FACTS:
         waiting = await uow.execute(
@@ -180,7 +202,6 @@ async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
         for child in waiting.mappings():
             department = child["department"] if per_department else None
             deltas.add(dims, department, Counts.of(child, names))
-    await apply_deltas(uow, deltas)
 
 
 def _department_column(table: sa.Table) -> list[sa.ColumnElement[Any]]:
@@ -210,9 +231,8 @@ async def record_transfer(uow: UnitOfWork, event: TransferAttempted) -> None:
     )
     if inserted.first() is None or dims is None:
         return
-    deltas = CellDeltas()
+    deltas = _cell_deltas(uow)
     deltas.add(dims, event.department, counts)
-    await apply_deltas(uow, deltas)
 
 
 async def _work_order_row(uow: UnitOfWork, work_order_id: str) -> Row | None:
@@ -259,10 +279,9 @@ async def record_work_order(uow: UnitOfWork, event: WorkOrderCreated) -> None:
     if dims is None:
         return
     before = Counts.of(current, WORK_ORDER_COUNTERS) if current is not None else ZERO
-    deltas = CellDeltas()
+    deltas = _cell_deltas(uow)
     # Before its creation was known a work order counted nothing, under any department.
     deltas.add(dims, event.department, counts - before)
-    await apply_deltas(uow, deltas)
 
 
 async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
@@ -291,7 +310,7 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
         "first_reply_quality": event.quality,
         **counts.values(WORK_ORDER_COUNTERS),
     }
-    deltas = CellDeltas()
+    deltas = _cell_deltas(uow)
     if current is None:
         # The reply came first: keep it until the work order's creation arrives.
         await uow.execute(
@@ -315,7 +334,6 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
             deltas.add(dims, current["department"], counts - before)
     if not had_reply:
         await _ticket_changed(uow, ticket, deltas, replied_work_orders=1)
-    await apply_deltas(uow, deltas)
 
 
 async def record_callback(uow: UnitOfWork, event: CallbackLogged) -> None:
@@ -339,11 +357,10 @@ async def record_callback(uow: UnitOfWork, event: CallbackLogged) -> None:
     )
     if inserted.first() is None:
         return
-    deltas = CellDeltas()
+    deltas = _cell_deltas(uow)
     if dims is not None:
         deltas.add(dims, None, counts)
     await _ticket_changed(uow, ticket, deltas, callbacks_logged=1)
-    await apply_deltas(uow, deltas)
 
 
 HANDLERS: dict[type[Event], Handler] = {

@@ -46,13 +46,22 @@ def _check_service(name: str) -> ServiceName:
 
 
 @app.command()
-def up(data_dir: DataDir = None) -> None:
+def up(
+    data_dir: DataDir = None,
+    simulator: Annotated[
+        bool,
+        typer.Option(
+            "--simulator/--no-simulator",
+            help="Play a gentle stream of simulated tickets (HOTLINE_SIMULATOR_RATE a second).",
+        ),
+    ] = True,
+) -> None:
     """Run the whole stack: embedded broker and database unless given, then the services."""
     from hotline.stack import run_stack  # the stack needs Linux-only modules; load on use
 
     settings = _settings(data_dir)
     configure_logging("WARNING", json_logs=False)
-    raise typer.Exit(run_stack(settings, typer.echo))
+    raise typer.Exit(run_stack(settings, typer.echo, with_simulator=simulator))
 
 
 @app.command()

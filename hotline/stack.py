@@ -90,9 +90,9 @@ def over_budget(rss_mb: float, *, budget_mb: float, fresh_mb: float) -> bool:
 
 @dataclass
 class ServiceProcess:
-    """One service child process and its log."""
+    """One child process (a service, or the simulator) and its log."""
 
-    name: ServiceName
+    name: str
     process: subprocess.Popen[bytes]
     log_file: IO[bytes]
 
@@ -110,6 +110,8 @@ class Stack:
     database_url: str = ""
     broker_fresh_mb: float = 0.0
     """The embedded broker's resident size once the stack was up: its floor."""
+    with_simulator: bool = True
+    simulator: ServiceProcess | None = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Stack:
         self._start_services()
         if self.broker is not None:
             self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
+        self._start_simulator()
 
     def _check_service_ports(self) -> None:
         for name in SERVICE_NAMES:
@@ -201,6 +204,28 @@ class Stack:
             self.services[name] = ServiceProcess(name, process, log_file)
         self._wait_healthy()
 
+    def _start_simulator(self) -> None:
+        """A gentle live stream of simulated tickets, so /rates and the dashboards move."""
+        if not self.with_simulator:
+            return
+        log_file, _ = open_log(self.data_dir / "logs" / "simulator.log", "simulator")
+        rate = str(self.settings.simulator_rate)
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "hotline.cli", "simulate", "--live", "--rate", rate],
+            env=self._service_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+        )
+        self.simulator = ServiceProcess("simulator", process, log_file)
+
+    def _stop_simulator(self) -> None:
+        if self.simulator is not None:
+            terminate(self.simulator.process, signal.SIGTERM, 10, "simulator")
+            self.simulator.log_file.close()
+            self.simulator = None
+
     def _wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1.0) as client:
@@ -225,7 +250,7 @@ class Stack:
 
     # -- watch --------------------------------------------------------------------------
 
-    def crashed(self) -> list[ServiceName]:
+    def crashed(self) -> list[str]:
         """Services whose process exited on its own."""
         return [n for n, s in self.services.items() if s.process.poll() is not None]
 
@@ -244,6 +269,7 @@ class Stack:
         """Drain and stop the services, restart the broker empty, start everything again."""
         assert self.broker is not None
         before = _rss_mb(self.broker.process.pid)
+        self._stop_simulator()
         self.stop_services()
         self.broker.stop()
         port = self.broker.port
@@ -252,6 +278,7 @@ class Stack:
         self._prepare_bus()
         self._start_services()
         self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
+        self._start_simulator()
         echo(
             f"broker recycled: it held {before:.0f} MB (limit "
             f"{self.settings.embedded_broker_memory_mb} MB); every event was applied first"
@@ -270,7 +297,8 @@ class Stack:
             service.log_file.close()
 
     def stop(self) -> None:
-        """Stop everything we started, services first, the database last."""
+        """Stop everything we started: the simulator, the services, the broker, the database."""
+        self._stop_simulator()
         self.stop_services()
         if self.broker is not None:
             self.broker.stop()
@@ -292,7 +320,9 @@ def _acquire_pid_file(data_dir: Path) -> Path:
     return pid_file
 
 
-def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
+def run_stack(
+    settings: Settings, echo: Callable[[str], None], *, with_simulator: bool = True
+) -> int:
     """Start the stack, wait for Ctrl-C/SIGTERM, stop it. Returns the exit status."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +341,7 @@ def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, request_recycle)
-    stack = Stack(settings, data_dir)
+    stack = Stack(settings, data_dir, with_simulator=with_simulator)
     status = 0
     try:
         stack.start(echo)
@@ -321,9 +351,17 @@ def run_stack(settings: Settings, echo: Callable[[str], None]) -> int:
         echo(f"  KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers}")
         echo(f"  DATABASE_URL={stack.database_url}")
         echo(f"  (also in {data_dir / 'stack.env'}; logs in {data_dir / 'logs'})")
+        if with_simulator:
+            echo(
+                f"  simulator: {settings.simulator_rate:g} tickets/s "
+                "(hotline up --no-simulator to turn it off)"
+            )
         echo("Ready. Press Ctrl-C to stop.")
         while not stop_requested:
             time.sleep(0.5)
+            if stack.simulator is not None and stack.simulator.process.poll() is not None:
+                echo(f"the simulator stopped; see {data_dir / 'logs' / 'simulator.log'}")
+                stack.simulator = None
             crashed = stack.crashed()
             if crashed:
                 echo(f"{', '.join(crashed)} stopped unexpectedly; see {data_dir / 'logs'}")

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     """Above this resident size the embedded broker (which keeps every record in memory and
     ignores retention) is recycled: services drained and stopped, broker restarted empty."""
 
+    simulator_rate: float = Field(default=0.5, gt=0)
+    """Tickets a second the simulator `hotline up` starts plays (`--no-simulator`: none)."""
+
     log_level: str = "INFO"
     log_json: bool = True
 

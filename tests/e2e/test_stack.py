@@ -53,7 +53,8 @@ def alive(pid: int) -> bool:
 class StackProcess:
     """`python -m hotline.cli up` in a temporary data folder, on free ports."""
 
-    def __init__(self, **extra_env: str) -> None:
+    def __init__(self, *, simulator: bool = False, **extra_env: str) -> None:
+        self.simulator = simulator
         self.data_dir = Path(tempfile.mkdtemp(prefix="hotline-up-"))
         self.data_dir.chmod(0o711)
         self.ports = {name: free_port() for name in SERVICES}
@@ -122,7 +123,7 @@ class StackProcess:
 
 
 async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind():
-    stack = StackProcess()
+    stack = StackProcess(simulator=True, HOTLINE_SIMULATOR_RATE="5")
     try:
         await stack.start()
         summary = "".join(stack.output)
@@ -135,13 +136,21 @@ async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind()
             for name in SERVICES:
                 assert (await client.get(f"{stack.url(name)}/healthz")).status_code == 200
             created = await client.post(f"{stack.url('intake')}/tickets", json=ticket())
-        assert created.status_code == 201
-        records = await read_topic(found["KAFKA_BOOTSTRAP_SERVERS"], "intake.events", at_least=1)
-        assert [r.key.decode() for r in records] == [created.json()["ticket_id"]]
+            assert created.status_code == 201
+
+            # The simulator plays tickets too, so /rates moves without anyone typing curl.
+            async def simulated_tickets_counted() -> bool:
+                rates = (await client.get(f"{stack.url('metrics')}/rates")).json()["rates"]
+                return rates["first_contact_resolution_rate"]["denominator"] >= 5
+
+            await eventually(simulated_tickets_counted, timeout=60, message="simulated tickets")
+        records = await read_topic(found["KAFKA_BOOTSTRAP_SERVERS"], "intake.events", at_least=5)
+        assert created.json()["ticket_id"] in [r.key.decode() for r in records]
+        assert "simulator: 5 tickets/s" in summary
 
         assert stack.process is not None
         children = descendants(stack.process.pid)
-        assert len(children) >= 6  # four services, the broker, the postmaster (and its workers)
+        assert len(children) >= 7  # four services, simulator, broker, postmaster (and workers)
         assert await stack.interrupt() == 0
         assert "stopped; nothing left running" in "".join(stack.output)
         assert [pid for pid in children if alive(pid)] == []

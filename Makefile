@@ -4,23 +4,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format lock venv clean
+.PHONY: run test lint format lock venv clean tools
 
 venv: $(STAMP)
 
-# Reinstall only when the pins change.
-$(STAMP): pyproject.toml requirements.lock
+# Reinstall only when the pins change. requirements-dev.lock = runtime + test/lint tools;
+# requirements.lock (runtime only) is what the Docker image installs.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/hotline up
 
-test: lint
+test: lint tools
 	$(BIN)/pytest
+
+# Prometheus and promtool for the alert-rule and dashboard tests (Debian package).
+tools:
+	@scripts/ensure-test-tools.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,7 +40,8 @@ format: $(STAMP)
 # Regenerate the lock file after changing pins in pyproject.toml (needs network).
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv==0.13.9
-	$(BIN)/uv pip compile pyproject.toml --extra dev --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --quiet -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -238,6 +238,7 @@ class ConsumerLoop:
         self._processed = processed or SqlProcessedLog()
         self._max_backoff = max_backoff_seconds
         self.caught_up = asyncio.Event()
+        self._lag_reported: set[tuple[str, int]] = set()
 
     async def apply(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
         """Apply one batch in one transaction. Raises only on a passing failure (retry it).
@@ -406,6 +407,10 @@ class ConsumerLoop:
 
     async def _report_lag(self) -> None:
         lags = await self.source.lag()
+        for topic, partition in self._lag_reported - lags.keys():
+            # Moved to another replica by a rebalance: that replica reports it now.
+            CONSUMER_LAG.remove(self._service, topic, str(partition))
+        self._lag_reported = set(lags)
         for (topic, partition), lag in lags.items():
             CONSUMER_LAG.labels(self._service, topic, str(partition)).set(lag)
         if lags and sum(lags.values()) == 0:

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     rates_window_days: int = 30
     """The rolling window of the per-city rate gauges Prometheus scrapes."""
     rates_refresh_seconds: float = 30.0
+    working_days_refresh_seconds: float = 6 * 3600.0
+    """How often metrics rewrites its working-day table (which reaches to the end of next
+    year) for SQL readers such as Grafana."""
 
     # Privacy: the key of the salted phone-number hash. Empty means a key generated once
     # and kept in `<data_dir>/phone-hash.key`.

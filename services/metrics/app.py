@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.metrics.api import router
+from services.metrics.calendar_days import keep_working_days
 from services.metrics.handlers import HANDLERS
 from services.metrics.prometheus import install_series, refresh_series
 from shared.runtime import ServiceSpec, create_service_app
@@ -15,6 +16,7 @@ from shared.workdays import WorkCalendar
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build metrics's app; the working-day calendar is loaded here, never at import."""
     settings = settings or Settings()
+    calendar = WorkCalendar.load(settings.holiday_path())
     app = create_service_app(
         ServiceSpec(
             name="metrics",
@@ -23,10 +25,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publishes=False,
             consumes=["intake", "dispatch", "followup"],
             handlers=HANDLERS,
-            background=[refresh_series],
+            background=[refresh_series, keep_working_days(calendar)],
         ),
         settings,
     )
-    app.state.calendar = WorkCalendar.load(settings.holiday_path())
+    app.state.calendar = calendar
     install_series()
     return app

@@ -133,6 +133,20 @@ callback_facts = sa.Table(
     sa.Index("callback_facts_by_time", "submitted_at"),
 )
 
+working_days = sa.Table(
+    "working_days",
+    METADATA,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("is_working_day", sa.Boolean, nullable=False),
+    sa.Column("working_days_before", sa.Integer, nullable=False),
+)
+"""The working-day calendar for SQL (see `calendar_days`); `working_days_before` counts the
+working days from the table's first day up to, not including, `day`."""
+
+UNANSWERED_VIEW = "unanswered_work_orders"
+"""The view of unanswered work orders with their age in working days (migration 0003): the
+rows and ages of GET /audit/unanswered, for Grafana."""
+
 CELL_DIMENSIONS = ("city", "channel", "scenario", "department")
 
 rate_cells = sa.Table(

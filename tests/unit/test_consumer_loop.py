@@ -189,3 +189,28 @@ async def test_drain_waits_for_partitions_before_calling_itself_drained():
     harness.source.batches = [[record]]
     assert await harness.loop.drain(timeout=2) is True
     assert harness.store["applied"] == ["late"]
+
+
+async def test_lag_of_a_partition_moved_to_another_replica_is_no_longer_reported():
+    from shared.observability import CONSUMER_LAG
+
+    harness = Harness([])
+    harness.loop._service = "lag-test"
+    harness.source.lag = _lags({("t", 0): 3, ("t", 1): 4})
+    await harness.loop._report_lag()
+    harness.source.lag = _lags({("t", 1): 2})  # partition 0 went to another member
+    await harness.loop._report_lag()
+    reported = {
+        sample.labels["partition"]: sample.value
+        for metric in CONSUMER_LAG.collect()
+        for sample in metric.samples
+        if sample.labels["service"] == "lag-test"
+    }
+    assert reported == {"1": 2}
+
+
+def _lags(values):
+    async def lag():
+        return values
+
+    return lag

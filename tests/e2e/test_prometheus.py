@@ -1,0 +1,320 @@
+"""The dashboards against a real Prometheus: no panel queries a series that does not exist.
+
+The four services run as processes on free ports, as in a deployment; Prometheus (the
+Debian package's binary) scrapes them every second and loads the alert rules. The simulator
+plays 60 tickets through the public APIs (transfers, three-way calls, work orders, replies
+late and never, callbacks). Then every PromQL query of the committed dashboards, with the
+variables at "All", must return at least one sample, every SQL query must return a row
+from metrics's schema, and every alert rule must be loaded and evaluated without error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from hotline.embedded import free_port, pdeathsig_preexec, terminate
+from hotline.simulator.driver import Endpoints, RunConfig, open_clients, simulate
+from hotline.simulator.params import SimulatorParams
+from shared.settings import SERVICE_NAMES, Settings
+from shared.workdays import SHANGHAI
+from tests.grafana import (
+    POSTGRES_UID,
+    PROMETHEUS_UID,
+    REPO_ROOT,
+    RULES_FILE,
+    Query,
+    all_queries,
+    need,
+    promql_for_test,
+    sql_for_test,
+)
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+LABEL_VALUES = re.compile(r"^label_values\((\w+), (\w+)\)$")
+WINDOW_DAYS_AGO = 60
+"""The simulated tickets are submitted in the week starting this many days ago (their
+stories, deadlines included, are over by now); the rate gauges' window reaches back past it."""
+
+
+@dataclass
+class Child:
+    """A process this test started, and its log."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return f"--- last lines of {self.name}'s log ---\n" + "\n".join(text[-lines:])
+
+
+@dataclass
+class Stack:
+    """Where the services and Prometheus answer."""
+
+    settings: Settings
+    endpoints: Endpoints
+    prometheus: str
+    children: list[Child]
+
+    def logs(self) -> str:
+        return "\n".join(child.tail() for child in self.children)
+
+
+def start(name: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
+    """A child in its own session that gets SIGTERM if this process dies."""
+    log_file = log_path.open("wb")
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+        )
+    finally:
+        log_file.close()  # the child has its own copy
+    return Child(name, process, log_path)
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables a service process reads them from."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"HOTLINE_{name.upper()}"] = str(value)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    env["DATABASE_URL"] = settings.database_url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def prometheus_config(stack_dir: Path, settings: Settings) -> Path:
+    """Scrape the four services every second, evaluate the alert rules every second."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {
+                "job_name": "hotline",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {
+                        "targets": [
+                            f"{settings.host}:{settings.port_of(name)}" for name in SERVICE_NAMES
+                        ]
+                    }
+                ],
+            }
+        ],
+    }
+    path = stack_dir / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def wait_until_answering(child: Child, url: str, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail with the child's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0) as client:
+        while True:
+            if child.process.poll() is not None:
+                pytest.fail(f"{child.name} exited with {child.process.returncode}\n{child.tail()}")
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{child.name} did not answer {url} in {timeout:g} s\n{child.tail()}")
+            time.sleep(0.1)
+
+
+def stop_all(children: list[Child], settings: Settings) -> None:
+    """SIGTERM each child in turn (a service drains first), SIGKILL if it hangs."""
+    grace = settings.shutdown_drain_seconds * 2 + 10
+    for child in children:
+        terminate(child.process, signal.SIGTERM, grace, child.name)
+
+
+@contextmanager
+def running_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    """The four services and Prometheus, stopped (all of them) on exit. Not a fixture: with
+    no Prometheus installed the test fails (a fixture would only error)."""
+    prometheus_binary = need("prometheus")
+    ports = {f"{name}_port": free_port() for name in SERVICE_NAMES}
+    settings = settings.model_copy(
+        update={
+            **ports,
+            "host": "127.0.0.1",
+            "rates_refresh_seconds": 1.0,
+            "rates_window_days": WINDOW_DAYS_AGO + 30,
+        }
+    )
+    env = service_environment(settings)
+    endpoints = Endpoints.from_settings(settings)
+    prometheus_port = free_port()
+    prometheus_command = [
+        prometheus_binary,
+        f"--config.file={prometheus_config(tmp_path, settings)}",
+        f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+        f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        "--log.level=warn",
+    ]
+    services: list[Child] = []
+    prometheus: list[Child] = []
+    try:
+        for name in SERVICE_NAMES:
+            command = [sys.executable, "-m", f"services.{name}"]
+            services.append(start(name, command, tmp_path / f"{name}.log", env))
+        prometheus.append(
+            start("prometheus", prometheus_command, tmp_path / "prometheus.log", dict(os.environ))
+        )
+        for child in services:
+            wait_until_answering(child, f"{getattr(endpoints, child.name)}/readyz", 60)
+        prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+        wait_until_answering(prometheus[0], f"{prometheus_url}/-/ready", 30)
+        yield Stack(settings, endpoints, prometheus_url, services + prometheus)
+    finally:
+        # Prometheus first; then the services in the order events flow, each draining.
+        stop_all(prometheus + services, settings)
+    assert all(child.process.poll() is not None for child in services + prometheus)
+
+
+async def drive_tickets(stack: Stack) -> None:
+    """60 simulated tickets through the public APIs; /rates agrees with what was sent."""
+    today = datetime.now(SHANGHAI).date()
+    config = RunConfig(
+        params=SimulatorParams().model_copy(update={"callback_rate": 0.6}),
+        tickets=60,
+        rate=200,
+        seed=20251139,  # its 60 stories hold every outcome (see tests/e2e/test_simulator.py)
+        concurrency=16,
+        days=7,
+        window_start=today - timedelta(days=WINDOW_DAYS_AGO),
+        settle_timeout=45,
+        poll_interval=0.2,
+    )
+    async with open_clients(stack.endpoints, timeout=10) as clients:
+        result = await simulate(config, clients, say=lambda line: None)
+    assert result.failures == [], f"{result.failures}\n{stack.logs()}"
+    mismatched = [row.name for row in result.comparison.mismatched]
+    assert result.comparison.match, f"/rates differs in {mismatched}\n{stack.logs()}"
+
+
+async def promql_is_empty(http: httpx.AsyncClient, query: Query) -> bool:
+    """True when the query (variables at "All") returns no sample; an error fails the test."""
+    label_values = LABEL_VALUES.match(query.text)
+    if label_values:
+        metric, label = label_values.groups()
+        response = await http.get(f"/api/v1/label/{label}/values", params={"match[]": metric})
+    else:
+        response = await http.get("/api/v1/query", params={"query": promql_for_test(query)})
+    body = response.json()
+    assert body["status"] == "success", f"{query}: {body}"
+    data = body["data"]
+    return not (data if label_values else data["result"])
+
+
+async def empty_promql(http: httpx.AsyncClient, queries: list[Query]) -> list[Query]:
+    found = await asyncio.gather(*(promql_is_empty(http, query) for query in queries))
+    return [query for query, empty in zip(queries, found, strict=True) if empty]
+
+
+async def empty_sql(database_url: str, queries: list[Query]) -> list[Query]:
+    """The SQL queries that return no row over the last year (an error fails the test)."""
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    until = datetime.now(UTC)
+    since = until - timedelta(days=365)
+    connection = await asyncpg.connect(dsn)
+    try:
+        empty = []
+        for query in queries:
+            try:
+                rows = await connection.fetch(sql_for_test(query, since, until))
+            except asyncpg.PostgresError as exc:
+                raise AssertionError(f"{query}\nfails: {exc!r}") from exc
+            if not rows:
+                empty.append(query)
+        return empty
+    finally:
+        await connection.close()
+
+
+def rule_groups() -> set[str]:
+    return set(re.findall(r"^\s*- name: (\S+)$", RULES_FILE.read_text(), re.M))
+
+
+async def rules_evaluated(http: httpx.AsyncClient) -> list[dict]:
+    """The loaded rule groups once each of their rules has been evaluated without error."""
+    groups = (await http.get("/api/v1/rules")).json()["data"]["groups"]
+    if any(rule["health"] != "ok" for group in groups for rule in group["rules"]):
+        return []
+    return groups
+
+
+async def test_every_dashboard_query_finds_data_in_prometheus_and_postgresql(settings, tmp_path):
+    queries = all_queries()
+    promql = [query for query in queries if query.datasource_uid == PROMETHEUS_UID]
+    sql = [query for query in queries if query.datasource_uid == POSTGRES_UID]
+    assert promql
+    assert sql
+    with running_stack(settings, tmp_path) as stack:
+        await drive_tickets(stack)
+        await check_prometheus(stack, promql)
+        await check_postgresql(stack, sql)
+
+
+async def check_prometheus(stack: Stack, promql: list[Query]) -> None:
+    """All four services scraped; every PromQL query finds samples; every rule evaluated."""
+    async with httpx.AsyncClient(base_url=stack.prometheus, timeout=10) as http:
+        targets = (await http.get("/api/v1/targets")).json()["data"]["activeTargets"]
+        assert sorted(target["health"] for target in targets) == ["up"] * 4, targets
+
+        async def all_found() -> bool:
+            return not await empty_promql(http, promql)
+
+        try:
+            # The series appear with the next refresh of the rate gauges and the next
+            # scrape; increase() needs two samples.
+            await eventually(all_found, timeout=30, interval=0.5, message="every series")
+        except AssertionError:
+            empty = await empty_promql(http, promql)
+            pytest.fail(
+                "panels query series that do not exist:\n"
+                + "\n".join(f"  {query}" for query in empty)
+            )
+
+        groups = await eventually(
+            lambda: rules_evaluated(http), timeout=15, interval=0.5, message="rules evaluated"
+        )
+        assert {group["name"] for group in groups} == rule_groups()
+        assert all(group["file"] == str(RULES_FILE) for group in groups)
+
+
+async def check_postgresql(stack: Stack, sql: list[Query]) -> None:
+    """Every SQL query runs and finds rows in metrics's schema."""
+    empty = await empty_sql(stack.settings.database_url, sql)
+    assert empty == [], "SQL panels find no rows:\n" + "\n".join(f"  {q}" for q in empty)

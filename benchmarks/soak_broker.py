@@ -23,19 +23,9 @@ from pathlib import Path
 import httpx
 
 from hotline.embedded import free_port
+from hotline.stack import rss_mb
 
 SERVICES = ("intake", "dispatch", "followup", "metrics")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (0 when gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def broker_pids() -> list[int]:

@@ -72,7 +72,7 @@ def _preferred_port(port: int) -> int:
     return port if _port_free("127.0.0.1", port) else free_port()
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     """Resident memory of a process, from /proc (0 if it is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -140,7 +140,7 @@ class Stack:
         echo("migrations: every schema is at its newest revision")
         self._start_services()
         if self.broker is not None:
-            self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
+            self.broker_fresh_mb = rss_mb(self.broker.process.pid)
         self._start_simulator()
 
     def _check_service_ports(self) -> None:
@@ -260,7 +260,7 @@ class Stack:
         if self.broker is None:
             return False
         return over_budget(
-            _rss_mb(self.broker.process.pid),
+            rss_mb(self.broker.process.pid),
             budget_mb=self.settings.embedded_broker_memory_mb,
             fresh_mb=self.broker_fresh_mb,
         )
@@ -268,7 +268,7 @@ class Stack:
     def recycle_broker(self, echo: Callable[[str], None]) -> None:
         """Drain and stop the services, restart the broker empty, start everything again."""
         assert self.broker is not None
-        before = _rss_mb(self.broker.process.pid)
+        before = rss_mb(self.broker.process.pid)
         self._stop_simulator()
         self.stop_services()
         self.broker.stop()
@@ -277,7 +277,7 @@ class Stack:
         self.bootstrap_servers = self.broker.bootstrap_servers
         self._prepare_bus()
         self._start_services()
-        self.broker_fresh_mb = _rss_mb(self.broker.process.pid)
+        self.broker_fresh_mb = rss_mb(self.broker.process.pid)
         self._start_simulator()
         echo(
             f"broker recycled: it held {before:.0f} MB (limit "

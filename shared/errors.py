@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -11,6 +12,12 @@ from fastapi.responses import JSONResponse
 from shared.retry import is_transient
 
 log = logging.getLogger(__name__)
+
+
+MALFORMED_JSON: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not valid JSON"}
+}
+"""OpenAPI note for routes with a JSON body: FastAPI answers malformed JSON with 400."""
 
 
 class DomainError(Exception):

@@ -12,11 +12,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared.consumer import ConsumerLoop, Handler, KafkaDeadLetterSink, KafkaSource
@@ -227,6 +227,16 @@ class Runtime:
             except Exception as exc:
                 checks["broker"] = f"unreachable: {type(exc).__name__}"
         return checks
+
+
+def get_uow(request: Request) -> UnitOfWork:
+    """FastAPI dependency: a fresh unit of work of the running service."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.uow()
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+"""A route's unit of work: `async def route(..., uow: UowDep)`."""
 
 
 def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:

@@ -26,7 +26,8 @@ from services.dispatch.models import (
     WorkOrderPublic,
 )
 from shared.clock import utc_now
-from shared.db import UnitOfWork
+from shared.errors import MALFORMED_JSON
+from shared.runtime import UowDep
 
 router = APIRouter(tags=["dispatch"])
 
@@ -37,13 +38,6 @@ NOT_YET_KNOWN: dict[int | str, dict[str, Any]] = {
     },
 }
 NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such work order"}}
-MALFORMED: dict[int | str, dict[str, Any]] = {400: {"description": "Malformed JSON"}}
-
-
-def get_uow(request: Request) -> UnitOfWork:
-    """A fresh unit of work from the running service."""
-    uow: UnitOfWork = request.app.state.runtime.uow()
-    return uow
 
 
 def get_policy(request: Request) -> DispatchPolicy:
@@ -52,7 +46,6 @@ def get_policy(request: Request) -> DispatchPolicy:
     return policy
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 PolicyDep = Annotated[DispatchPolicy, Depends(get_policy)]
 
 
@@ -60,7 +53,7 @@ PolicyDep = Annotated[DispatchPolicy, Depends(get_policy)]
     "/tickets/{ticket_id}/transfers",
     status_code=status.HTTP_201_CREATED,
     response_model=TransferPublic,
-    responses={**NOT_YET_KNOWN, **MALFORMED},
+    responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
 )
 async def attempt_transfer(
     ticket_id: str, body: TransferCreate, uow: UowDep, policy: PolicyDep
@@ -82,7 +75,7 @@ async def attempt_transfer(
     response_model=WorkOrderPublic,
     responses={
         **NOT_YET_KNOWN,
-        **MALFORMED,
+        **MALFORMED_JSON,
         409: {
             "description": "The ticket is not known yet (code `not_yet_known`, with "
             "`Retry-After`), or it already has an unanswered work order for this department "
@@ -113,7 +106,7 @@ async def create_work_order(
     "/work-orders/{work_order_id}/replies",
     status_code=status.HTTP_201_CREATED,
     response_model=ReplyPublic,
-    responses={**NO_WORK_ORDER, **MALFORMED},
+    responses={**NO_WORK_ORDER, **MALFORMED_JSON},
 )
 async def reply_to_work_order(work_order_id: str, body: ReplyCreate, uow: UowDep) -> ReplyPublic:
     """Record a department's reply (部门回复); publishes `hotline.workorder.replied.v1`.

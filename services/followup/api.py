@@ -17,7 +17,8 @@ from services.followup.models import (
     FollowupTicketPublic,
 )
 from shared.clock import utc_now
-from shared.db import UnitOfWork
+from shared.errors import MALFORMED_JSON
+from shared.runtime import UowDep
 from shared.settings import Settings
 
 router = APIRouter(tags=["followup"])
@@ -30,19 +31,12 @@ NOT_YET_KNOWN: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_uow(request: Request) -> UnitOfWork:
-    """A fresh unit of work from the running service."""
-    uow: UnitOfWork = request.app.state.runtime.uow()
-    return uow
-
-
 def get_retry_after(request: Request) -> int:
     """What a 409 for a ticket not known yet tells the client to wait, in seconds."""
     settings: Settings = request.app.state.settings
     return settings.retry_after_seconds
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 RetryAfterDep = Annotated[int, Depends(get_retry_after)]
 
 
@@ -50,7 +44,7 @@ RetryAfterDep = Annotated[int, Depends(get_retry_after)]
     "/tickets/{ticket_id}/callbacks",
     status_code=status.HTTP_201_CREATED,
     response_model=CallbackPublic,
-    responses={**NOT_YET_KNOWN, 400: {"description": "Malformed JSON"}},
+    responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
 )
 async def log_callback(
     ticket_id: str, body: CallbackCreate, uow: UowDep, retry_after: RetryAfterDep

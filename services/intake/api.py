@@ -10,15 +10,10 @@ from pydantic import AwareDatetime
 from services.intake import handlers
 from services.intake.models import TicketCreate, TicketCreated, TicketPage, TicketPublic
 from services.intake.privacy import PhoneHasher
-from shared.db import UnitOfWork
+from shared.errors import MALFORMED_JSON
+from shared.runtime import UowDep
 
 router = APIRouter(tags=["tickets"])
-
-
-def get_uow(request: Request) -> UnitOfWork:
-    """A fresh unit of work from the running service."""
-    uow: UnitOfWork = request.app.state.runtime.uow()
-    return uow
 
 
 def get_hasher(request: Request) -> PhoneHasher:
@@ -27,7 +22,6 @@ def get_hasher(request: Request) -> PhoneHasher:
     return hasher
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 HasherDep = Annotated[PhoneHasher, Depends(get_hasher)]
 
 
@@ -37,7 +31,7 @@ HasherDep = Annotated[PhoneHasher, Depends(get_hasher)]
     response_model=TicketCreated,
     responses={
         409: {"description": "Idempotency-Key already used with a different body"},
-        400: {"description": "Malformed JSON"},
+        **MALFORMED_JSON,
     },
 )
 async def create_ticket(

@@ -28,20 +28,14 @@ from services.metrics.queries import (
     unanswered_work_orders,
 )
 from services.metrics.rates import Totals, rates_of
-from shared.db import UnitOfWork
 from shared.events import Channel
 from shared.pagination import decode_cursor, encode_cursor
+from shared.runtime import UowDep
 from shared.workdays import WorkCalendar
 
 router = APIRouter(tags=["metrics"])
 
 Name = Annotated[str | None, Query(min_length=1, max_length=64)]
-
-
-def get_uow(request: Request) -> UnitOfWork:
-    """A fresh unit of work from the running service."""
-    uow: UnitOfWork = request.app.state.runtime.uow()
-    return uow
 
 
 def get_calendar(request: Request) -> WorkCalendar:
@@ -84,7 +78,6 @@ def rate_filter(
     return RateFilter(city, channel, scenario, department, since, until)
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 FilterDep = Annotated[RateFilter, Depends(rate_filter)]
 CalendarDep = Annotated[WorkCalendar, Depends(get_calendar)]
 

@@ -131,9 +131,25 @@ class Runtime:
             await upgrade_async(
                 f"services.{self.spec.name}", self.settings.database_url, self.schema
             )
-        self._tasks.append(asyncio.create_task(self._run_bus(), name=f"{self.spec.name}-bus"))
-        for task in self.spec.background:
-            self._tasks.append(asyncio.create_task(task(self, self._stopping)))
+        self.spawn(self._run_bus(), f"{self.spec.name}-bus")
+        for loop in self.spec.background:
+            self.spawn(loop(self, self._stopping), loop.__name__)
+
+    def spawn(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run a loop until shutdown; should it end before, the service reports not ready."""
+        task = asyncio.create_task(loop, name=name)
+        task.add_done_callback(self._report_stopped)
+        self._tasks.append(task)
+        return task
+
+    def _report_stopped(self, task: asyncio.Task[None]) -> None:
+        if self._stopping.is_set() or task.cancelled():
+            return
+        log.critical(
+            "a background loop stopped; the service is no longer ready",
+            exc_info=task.exception(),
+            extra={"service": self.spec.name, "loop": task.get_name()},
+        )
 
     async def stop(self) -> None:
         """Stop the loops, then drain: consume what is left, publish what is left (bounded).
@@ -226,6 +242,10 @@ class Runtime:
                 checks["broker"] = "ok"
             except Exception as exc:
                 checks["broker"] = f"unreachable: {type(exc).__name__}"
+        stopped = [task for task in self._tasks if task.done()]
+        if stopped and not self._stopping.is_set():
+            # A relay, consumer or sweeper that died would otherwise go unnoticed.
+            checks["loops"] = f"stopped: {', '.join(task.get_name() for task in stopped)}"
         return checks
 
 

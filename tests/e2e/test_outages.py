@@ -1,5 +1,6 @@
 """Outages: the broker stalls or the database goes away, and nothing accepted is lost."""
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,3 +78,18 @@ async def test_with_the_database_down_intake_answers_503_and_recovers_when_it_is
     assert ready.json()["checks"]["database"].startswith("unreachable")
     assert up.status_code == 201
     assert [item["ticket_id"] for item in listed] == [up.json()["ticket_id"]]
+
+
+async def test_a_service_whose_loop_died_says_it_is_not_ready(settings):
+    """A dead background loop must not hide behind a green /readyz."""
+
+    async def crashing(runtime, stopping):
+        raise RuntimeError("a bug")
+
+    async with running_service("intake", settings) as intake:
+        assert (await intake.http.get("/readyz")).status_code == 200
+        task = intake.runtime.spawn(crashing(intake.runtime, asyncio.Event()), "crashing")
+        await eventually(task.done, message="loop finished")
+        ready = await intake.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["loops"] == "stopped: crashing"

@@ -37,3 +37,14 @@ def not_before(value: datetime, earliest: datetime, *, field: str, what: str) ->
         raise InvalidTime(
             f"{field}: {value.isoformat()} is earlier than {what} ({earliest.isoformat()})"
         )
+
+
+def not_before_submission(at: datetime, submitted_at: datetime) -> None:
+    """InvalidTime naming `at` if something happened to a ticket before it was submitted
+    (with MAX_CLOCK_SKEW of slack: intake's clock and this service's may differ)."""
+    not_before(
+        at,
+        submitted_at - MAX_CLOCK_SKEW,
+        field="at",
+        what="the ticket's submitted_at, less the allowed clock skew",
+    )

@@ -37,7 +37,7 @@ from services.dispatch.models import (
     WorkOrder,
     WorkOrderCreate,
 )
-from shared.clock import MAX_CLOCK_SKEW, not_before
+from shared.clock import not_before, not_before_submission
 from shared.db import UnitOfWork, new_id
 from shared.errors import Conflict, NotFound, NotYetKnown
 from shared.events import (
@@ -143,7 +143,7 @@ async def attempt_transfer(
     """Record a transfer or three-way call attempt and announce it."""
     ticket = await known_ticket(uow, ticket_id, policy)
     at = command.at or now
-    _not_before_submission(at, ticket)
+    not_before_submission(at, ticket.submitted_at)
     transfer = Transfer(
         transfer_id=new_id(),
         ticket_id=ticket_id,
@@ -183,7 +183,7 @@ async def create_work_order(
     """Dispatch a work order to a department with its working-day deadline, and announce it."""
     ticket = await known_ticket(uow, ticket_id, policy)
     created_at = command.at or now
-    _not_before_submission(created_at, ticket)
+    not_before_submission(created_at, ticket.submitted_at)
     await _refuse_second_open(uow, ticket_id, command.department)
     days = command.due_working_days or policy.default_due_working_days
     deadline = due_at(created_at, days, policy.calendar)
@@ -421,15 +421,6 @@ async def list_work_orders(
     if len(rows) <= limit or not page:
         return page, None
     return page, encode_cursor(page[-1].due_at, page[-1].work_order_id)
-
-
-def _not_before_submission(at: datetime, ticket: Ticket) -> None:
-    not_before(
-        at,
-        ticket.submitted_at - MAX_CLOCK_SKEW,
-        field="at",
-        what="the ticket's submitted_at, less the allowed clock skew",
-    )
 
 
 async def _refuse_second_open(uow: UnitOfWork, ticket_id: str, department: str) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
 from services.followup.models import Callback, CallbackCreate, RepliedWorkOrder, Ticket
-from shared.clock import MAX_CLOCK_SKEW, not_before
+from shared.clock import not_before_submission
 from shared.db import UnitOfWork, new_id
 from shared.errors import NotYetKnown
 from shared.events import CallbackLogged, TicketSubmitted, WorkOrderReplied
@@ -121,12 +121,7 @@ async def log_callback(
     """Record a callback and announce it (`hotline.callback.logged.v1`)."""
     ticket = await known_ticket(uow, ticket_id, retry_after_seconds)
     at = command.at or now
-    not_before(
-        at,
-        ticket.submitted_at - MAX_CLOCK_SKEW,
-        field="at",
-        what="the ticket's submitted_at, less the allowed clock skew",
-    )
+    not_before_submission(at, ticket.submitted_at)
     callback = Callback(
         callback_id=new_id(),
         ticket_id=ticket_id,

@@ -237,7 +237,6 @@ class ConsumerLoop:
         self.dead_letters = dead_letters
         self._processed = processed or SqlProcessedLog()
         self._max_backoff = max_backoff_seconds
-        self.caught_up = asyncio.Event()
         self._lag_reported: set[tuple[str, int]] = set()
 
     async def apply(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
@@ -413,8 +412,6 @@ class ConsumerLoop:
         self._lag_reported = set(lags)
         for (topic, partition), lag in lags.items():
             CONSUMER_LAG.labels(self._service, topic, str(partition)).set(lag)
-        if lags and sum(lags.values()) == 0:
-            self.caught_up.set()
 
     def _count(self, outcome: BatchOutcome) -> None:
         for (topic, ce_type, result), number in outcome.counts.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -71,20 +70,3 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
                 pass
     finally:
         await admin.close()
-
-
-async def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
-    """Block until the broker answers a metadata request (prestart, the CLI)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-        finally:
-            await admin.close()

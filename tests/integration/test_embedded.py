@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -21,11 +22,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, RequestTimedOutError
 
-from hotline import embedded
 from hotline.embedded import (
     EmbeddedStartError,
     RunningBroker,
     RunningPostgres,
+    process,
     start_broker,
     start_postgres,
 )
@@ -155,15 +156,22 @@ async def test_paused_broker_times_out_then_recovers(broker: RunningBroker) -> N
     assert broker.process.returncode == 0  # tansu exits cleanly on SIGTERM, no SIGKILL needed
 
 
-def test_broker_retries_when_its_chosen_port_is_taken(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def first_port_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A port another socket holds, handed out as the first "free" port; the next is free."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        ports = iter([taken, embedded.free_port()])
-        monkeypatch.setattr(embedded, "free_port", lambda: next(ports))
+        ports = iter([taken, process.free_port()])
+        monkeypatch.setattr(process, "free_port", lambda: next(ports))
+        yield taken
+
+
+def test_broker_retries_when_its_chosen_port_is_taken(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with first_port_taken(monkeypatch) as taken:
         running = start_broker(data_dir)
         try:
             assert running.port != taken
@@ -234,12 +242,7 @@ async def test_postmaster_left_by_a_crashed_run_is_stopped(
 def test_postgres_retries_when_its_chosen_port_is_taken(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, postgres_stops: list[RunningPostgres]
 ) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        ports = iter([taken, embedded.free_port()])
-        monkeypatch.setattr(embedded, "free_port", lambda: next(ports))
+    with first_port_taken(monkeypatch) as taken:
         running = start_postgres(data_dir)
         postgres_stops.append(running)
         assert running.port != taken

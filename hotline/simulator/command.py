@@ -12,13 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hotline.simulator.driver import Endpoints, RunConfig, run
+from hotline.simulator.client import Endpoints
+from hotline.simulator.config import RunConfig
 from hotline.simulator.params import (
     SimulatorParams,
     load_params,
     parameter_rows,
     with_overrides,
 )
+from hotline.simulator.run import run
 from shared.settings import Settings
 
 LIVE_RATE = 0.5

@@ -1,10 +1,11 @@
 """The rates a run should produce, computed from what the services acknowledged.
 
 The definitions are DESIGN.md's, written here a second time on purpose: the simulator
-checks the metrics service, so it must not borrow its code. Every rate comes with its
-numerator and denominator; a denominator of 0 gives a value of None.
+checks the metrics service, so it must not borrow its code (only the contract's names, from
+`shared.names`). Every rate comes with its numerator and denominator; a denominator of 0
+gives a value of None.
 
-The driver records each request the moment a service answers 201 (`SentTicket` and its
+The players record each request the moment a service answers 201 (`SentTicket` and its
 parts), so a run that breaks off halfway is still compared with what really happened.
 """
 
@@ -17,21 +18,7 @@ from decimal import Decimal
 from typing import Final
 
 from shared.events import Channel, ReplyQuality, Satisfaction, TransferMode
-
-RATE_NAMES: Final = (
-    "connection_rate",
-    "avg_wait_seconds",
-    "answered_within_15s_rate",
-    "first_contact_resolution_rate",
-    "transfer_failure_rate",
-    "three_way_failure_rate",
-    "unanswered_rate",
-    "reply_timeliness_rate",
-    "definite_reply_rate",
-    "callback_rate",
-    "satisfaction_rate",
-)
-"""The rates of DESIGN.md's table, in its order."""
+from shared.names import RATE_NAMES
 
 QUICK_ANSWER: Final = Decimal(15)
 WAIT_QUANTUM: Final = Decimal("0.001")

@@ -30,9 +30,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from hotline.embedded import free_port, pdeathsig_preexec, terminate
-from hotline.simulator.driver import Endpoints, RunConfig, open_clients, simulate
+from hotline.simulator.client import Endpoints, open_clients
+from hotline.simulator.config import RunConfig
 from hotline.simulator.params import SimulatorParams
-from shared.settings import SERVICE_NAMES, Settings
+from hotline.simulator.run import simulate
+from shared.names import SERVICE_NAMES
+from shared.settings import Settings
 from shared.workdays import SHANGHAI
 from tests.grafana import (
     POSTGRES_UID,

@@ -8,9 +8,11 @@ from contextlib import AsyncExitStack
 import pytest
 from rich.console import Console
 
-from hotline.simulator.driver import RunConfig, ServiceClients, simulate
+from hotline.simulator.client import ServiceClients
+from hotline.simulator.config import RunConfig
 from hotline.simulator.params import SimulatorParams
 from hotline.simulator.report import render_table
+from hotline.simulator.run import simulate
 from tests.support import eventually, running_service
 
 pytestmark = pytest.mark.e2e

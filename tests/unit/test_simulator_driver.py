@@ -17,16 +17,12 @@ import httpx
 from rich.console import Console
 
 from hotline.embedded import free_port
-from hotline.simulator.driver import (
-    RunConfig,
-    ServiceClients,
-    run,
-    simulate,
-    simulate_live,
-)
+from hotline.simulator.client import ServiceClients
+from hotline.simulator.config import RunConfig
+from hotline.simulator.live import simulate_live
 from hotline.simulator.params import SimulatorParams, Timing
+from hotline.simulator.run import run, simulate
 from hotline.simulator.truth import (
-    RATE_NAMES,
     Selection,
     SentCallback,
     SentReply,
@@ -38,6 +34,7 @@ from hotline.simulator.truth import (
 from services.dispatch.models import ReplyCreate, TransferCreate, WorkOrderCreate
 from services.followup.models import CallbackCreate
 from services.intake.models import TicketCreate
+from shared.names import RATE_NAMES
 from tests.support import eventually
 
 HEALTH = ("/healthz", "/readyz")

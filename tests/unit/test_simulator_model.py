@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hotline.simulator.driver import (
+from hotline.simulator.model import ReplyPlan, generate_stories, generate_story
+from hotline.simulator.params import SimulatorParams, with_overrides
+from hotline.simulator.players import (
     callback_body,
     reply_body,
     reply_time,
@@ -14,8 +16,6 @@ from hotline.simulator.driver import (
     transfer_body,
     work_order_body,
 )
-from hotline.simulator.model import ReplyPlan, generate_stories, generate_story
-from hotline.simulator.params import SimulatorParams, with_overrides
 from services.dispatch.models import ReplyCreate, TransferCreate, WorkOrderCreate
 from services.followup.models import CallbackCreate
 from services.intake.models import TicketCreate

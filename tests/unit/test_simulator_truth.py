@@ -6,7 +6,6 @@ from decimal import Decimal
 import pytest
 
 from hotline.simulator.truth import (
-    RATE_NAMES,
     Expected,
     Selection,
     SentCallback,
@@ -17,6 +16,7 @@ from hotline.simulator.truth import (
     combined,
     expected_rates,
 )
+from shared.names import RATE_NAMES
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)

@@ -1,0 +1,131 @@
+"""The HTTP side of the simulator: where the services answer, one client each, what their
+refusals mean (retry or give up) and the two reads every run makes (`/healthz`, `/rates`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from shared.names import SERVICE_NAMES, ServiceName
+from shared.settings import Settings
+
+MIN_RETRY_SECONDS: Final = 0.05
+
+
+class SimulatorError(Exception):
+    """The run could not be played as planned; the message says what to do."""
+
+
+class ServiceUnreachable(SimulatorError):
+    """A service did not accept a connection, or a request's fate is unknown."""
+
+
+class RequestRefused(SimulatorError):
+    """A service refused a request the simulator thought valid (a bug on one side)."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each service answers."""
+
+    intake: str
+    dispatch: str
+    followup: str
+    metrics: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: str | None) -> Endpoints:
+        """`http://<host>:<port>` from the settings, any of them overridden."""
+        urls = {
+            name: overrides.get(name) or f"http://{settings.host}:{settings.port_of(name)}"
+            for name in SERVICE_NAMES
+        }
+        return cls(**urls)
+
+
+@dataclass
+class ServiceClients:
+    """One HTTP client per service; tests pass in-process (ASGI) clients."""
+
+    intake: httpx.AsyncClient
+    dispatch: httpx.AsyncClient
+    followup: httpx.AsyncClient
+    metrics: httpx.AsyncClient
+
+    def of(self, service: ServiceName) -> httpx.AsyncClient:
+        """The client of `service`."""
+        client: httpx.AsyncClient = getattr(self, service)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def open_clients(endpoints: Endpoints, timeout: float) -> AsyncIterator[ServiceClients]:
+    """Clients for the services at `endpoints`, closed on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(
+                httpx.AsyncClient(base_url=getattr(endpoints, name), timeout=timeout)
+            )
+            for name in SERVICE_NAMES
+        }
+        yield ServiceClients(**clients)
+
+
+def retry_delay(response: httpx.Response) -> float | None:
+    """Seconds to wait before retrying, or None when retrying cannot help."""
+    code = None
+    with contextlib.suppress(ValueError, AttributeError):
+        code = response.json().get("code")
+    retryable = (response.status_code == 409 and code == "not_yet_known") or (
+        response.status_code == 503
+    )
+    if not retryable:
+        return None
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return max(MIN_RETRY_SECONDS, seconds)
+
+
+def unreachable(
+    service: ServiceName, client: httpx.AsyncClient, exc: Exception
+) -> ServiceUnreachable:
+    """The error for a service that does not answer, with what to check."""
+    return ServiceUnreachable(
+        f"{service} is unreachable at {client.base_url} ({type(exc).__name__}: {exc}); "
+        f"is the stack running (`hotline up`)? Other addresses: --{service}-url"
+    )
+
+
+async def check_reachable(clients: ServiceClients, services: tuple[ServiceName, ...]) -> None:
+    """ServiceUnreachable naming the first of `services` whose /healthz does not answer."""
+    for service in services:
+        client = clients.of(service)
+        try:
+            response = await client.get("/healthz")
+        except httpx.TransportError as exc:
+            raise unreachable(service, client, exc) from exc
+        if not response.is_success:
+            raise ServiceUnreachable(
+                f"{service} at {client.base_url} answers /healthz with {response.status_code}"
+            )
+
+
+async def read_rates(clients: ServiceClients, params: dict[str, str]) -> dict[str, Any]:
+    """`GET /rates` with `params`: the `rates` object."""
+    client = clients.metrics
+    try:
+        response = await client.get("/rates", params=params)
+    except httpx.TransportError as exc:
+        raise unreachable("metrics", client, exc) from exc
+    if not response.is_success:
+        raise RequestRefused(
+            f"metrics: GET /rates answered {response.status_code}: {response.text}"
+        )
+    rates: dict[str, Any] = response.json()["rates"]
+    return rates

@@ -1,0 +1,35 @@
+"""Names of the contract that services and tools share: service names, rate names, and
+which satisfaction answers count as pleased.
+
+Each is defined here once. A service, the CLI or the simulator's ground truth may use a
+name; the arithmetic behind it stays with whoever computes it.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from shared.events import Satisfaction
+
+ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
+SERVICE_NAMES: Final[tuple[ServiceName, ...]] = get_args(ServiceName)
+"""In the order events flow: intake first, metrics last."""
+
+RateName = Literal[
+    "connection_rate",
+    "avg_wait_seconds",
+    "answered_within_15s_rate",
+    "first_contact_resolution_rate",
+    "transfer_failure_rate",
+    "three_way_failure_rate",
+    "unanswered_rate",
+    "reply_timeliness_rate",
+    "definite_reply_rate",
+    "callback_rate",
+    "satisfaction_rate",
+]
+RATE_NAMES: Final[tuple[RateName, ...]] = get_args(RateName)
+"""The rates of DESIGN.md's table, in its order."""
+
+SATISFIED: Final[frozenset[Satisfaction]] = frozenset({"satisfied", "basically_satisfied"})
+"""Answers that count as a satisfied citizen (the satisfaction rate; they end a reopen)."""

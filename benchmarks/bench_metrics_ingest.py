@@ -29,7 +29,11 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+import services.metrics
 from hotline.embedded import start_broker, start_postgres
+from services.metrics.app import create_app
+from shared.app import ServiceDeps, create_service_app
+from shared.db import Transaction
 from shared.envelope import encode, event_data
 from shared.events import (
     CallbackLogged,
@@ -41,9 +45,10 @@ from shared.events import (
     WorkOrderReplied,
 )
 from shared.kafka import ensure_topics, make_producer
-from shared.runtime import Runtime, ServiceSpec, create_service_app
-from shared.serve import load_app
-from shared.settings import ServiceName, Settings
+from shared.names import ServiceName
+from shared.projections import Projections
+from shared.runtime import Runtime, ServiceSpec
+from shared.settings import Settings
 
 
 def stories(tickets: int) -> Iterator[tuple[ServiceName, Event]]:
@@ -140,7 +145,7 @@ async def publish(settings: Settings, tickets: int) -> int:
 
 
 async def processed_count(runtime: Runtime) -> int:
-    async with runtime.engine.connect() as connection:
+    async with runtime.database.engine.connect() as connection:
         result = await connection.execute(sa.text("SELECT count(*) FROM processed_events"))
         return int(result.scalar_one())
 
@@ -157,7 +162,7 @@ async def time_until_applied(app: Any, events: int, timeout: float = 1800) -> fl
         return time.perf_counter() - started
 
 
-async def record_only(uow: Any, event: Event) -> None:
+async def record_only(tx: Transaction, event: Event) -> None:
     """The baseline handler: nothing but the loop's own bookkeeping."""
 
 
@@ -215,15 +220,20 @@ def baseline_app(settings: Settings) -> Any:
         WorkOrderReplied,
         CallbackLogged,
     )
+    projections = Projections[Transaction]()
+    for event in events:
+        projections.on(event)(record_only)
     spec = ServiceSpec(
         name="metrics",
         title="baseline",
+        migrations=Path(services.metrics.__file__).parent / "migrations",
         routers=[],
         publishes=False,
         consumes=("intake", "dispatch", "followup"),
-        handlers=dict.fromkeys(events, record_only),
+        projections=projections,
     )
-    return create_service_app(spec, settings)
+    runtime = Runtime(spec, settings)
+    return create_service_app(runtime, ServiceDeps(database=runtime.database, settings=settings))
 
 
 async def run(tickets: int) -> dict[str, Any]:
@@ -233,7 +243,7 @@ async def run(tickets: int) -> dict[str, Any]:
         events = await publish(metrics, tickets)
         await publish(baseline, tickets)
         baseline_seconds = await time_until_applied(baseline_app(baseline), events)
-        metrics_seconds = await time_until_applied(load_app("metrics", metrics), events)
+        metrics_seconds = await time_until_applied(create_app(metrics), events)
     return {
         "tickets": tickets,
         "events": events,

@@ -39,14 +39,13 @@ from sqlalchemy.engine import make_url
 
 from hotline.embedded import start_postgres
 from services.metrics.app import create_app
-from services.metrics.cube import TimeRange, rebuild_cells
+from services.metrics.commands import rebuild_cells
 from services.metrics.models import (
     callback_facts,
     ticket_facts,
     transfer_facts,
     work_order_facts,
 )
-from services.metrics.queries import RateFilter, add_fact_sums, awaiting_reply, read_totals
 from services.metrics.rates import (
     ZERO,
     Counts,
@@ -59,6 +58,8 @@ from services.metrics.rates import (
     wait_of,
     work_order_counts,
 )
+from services.metrics.views import RateFilter, add_fact_sums, awaiting_reply, read_totals
+from services.metrics.windows import TimeRange
 from shared.settings import Settings
 
 CITIES = [f"城市{n:02d}" for n in range(50)]
@@ -259,9 +260,7 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
         runtime = app.state.runtime
         load_seconds = await load(dsn, schema, tickets, now)
         started = time.perf_counter()
-        async with runtime.uow() as uow:
-            await rebuild_cells(uow)
-            await uow.commit()
+        await rebuild_cells(runtime.database.unit_of_work)
         build_seconds = time.perf_counter() - started
         connection = await asyncpg.connect(dsn)
         try:
@@ -279,8 +278,8 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
             started = time.perf_counter()
             naive = await naive_totals(runtime, now)
             baseline.append(time.perf_counter() - started)
-        async with runtime.uow() as uow:
-            fast = (await read_totals(uow, RateFilter(), by=None, now=now))[""]
+        async with runtime.database.read() as db:
+            fast = (await read_totals(db, RateFilter(), by=None, now=now))[""]
         if rates_of(fast) != rates_of(naive):
             raise SystemExit("the cells and the naive GROUP BY disagree")
 
@@ -321,9 +320,9 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
 async def naive_totals(runtime: Any, now: datetime) -> Totals:
     """The same totals from a GROUP BY over every fact row (plus the awaiting-reply count)."""
     sums: dict[tuple[str, str], Counts] = defaultdict(lambda: ZERO)
-    async with runtime.uow() as uow:
-        await add_fact_sums(uow, RateFilter(), None, (TimeRange(),), sums)
-        awaiting = await awaiting_reply(uow, RateFilter(), None, now)
+    async with runtime.database.read() as db:
+        await add_fact_sums(db, RateFilter(), None, (TimeRange(),), sums)
+        awaiting = await awaiting_reply(db, RateFilter(), None, now)
     return Totals(sums[("", "")], awaiting.get("", 0))
 
 

@@ -12,11 +12,13 @@ from typing import Annotated
 import typer
 
 from hotline.audit import app as audit_app
+from hotline.service_processes import MigrationFailed
+from hotline.service_processes import migrate as migrate_services
 from hotline.simulator.command import simulate
 from shared.kafka import ensure_topics
-from shared.migrations import upgrade
+from shared.names import SERVICE_NAMES, ServiceName
 from shared.observability import configure_logging
-from shared.settings import SERVICE_NAMES, ServiceName, Settings
+from shared.settings import Settings
 
 app = typer.Typer(
     help="12345 hotline ticket tracker: intake, dispatch, followup and metrics.",
@@ -82,8 +84,12 @@ def migrate(
     """Bring service schemas to their newest revision."""
     settings = _settings()
     names: list[ServiceName] = [_check_service(service)] if service else list(SERVICE_NAMES)
+    try:
+        migrate_services(names)
+    except MigrationFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
     for name in names:
-        upgrade(f"services.{name}", settings.database_url, settings.schema_of(name))
         typer.echo(f"{name}: schema {settings.schema_of(name)} is up to date")
 
 

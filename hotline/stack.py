@@ -43,14 +43,15 @@ from hotline.embedded import (
     start_postgres,
     terminate,
 )
+from hotline.service_processes import MigrationFailed, migrate, service_command
 from shared.kafka import ensure_topics
-from shared.migrations import upgrade
-from shared.settings import SERVICE_NAMES, ServiceName, Settings
+from shared.names import SERVICE_NAMES, ServiceName
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # The order events flow in: a service stops only after those upstream of it have drained.
-STOP_ORDER: tuple[ServiceName, ...] = ("intake", "dispatch", "followup", "metrics")
+STOP_ORDER: tuple[ServiceName, ...] = SERVICE_NAMES
 
 
 class StackError(RuntimeError):
@@ -135,8 +136,10 @@ class Stack:
             echo(f"database: embedded PostgreSQL in {self.postgres.data_path}")
         self._write_stack_env()
         self._prepare_bus()
-        for name in SERVICE_NAMES:
-            upgrade(f"services.{name}", self.database_url, self.settings.schema_of(name))
+        try:
+            migrate(SERVICE_NAMES, self._service_env())
+        except MigrationFailed as exc:
+            raise StackError(str(exc)) from exc
         echo("migrations: every schema is at its newest revision")
         self._start_services()
         if self.broker is not None:
@@ -194,7 +197,7 @@ class Stack:
         for name in SERVICE_NAMES:
             log_file, _ = open_log(self.data_dir / "logs" / f"{name}.log", name)
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", f"services.{name}"],
+                service_command(name),
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ processed are committed together, and only then are the Kafka offsets committed.
 is at least once; the effect happens exactly once, because an event whose id is already
 recorded is skipped. A record that can never be processed goes to `<topic>.dlq` with the
 reason in a header; a passing failure (database or broker down) is retried, never dropped.
+The loop is background work (`shared.background`): one `step()` is one batch.
 """
 
 from __future__ import annotations
@@ -13,43 +14,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared.db import UnitOfWork
+from shared.bus_tables import processed_events
+from shared.db import Transaction, UnitOfWork
 from shared.envelope import Envelope, PoisonMessage, decode
-from shared.events import EVENT_TYPES, Event
-from shared.kafka import dlq_topic
+from shared.events import EVENT_TYPES
+from shared.kafka import KafkaClients, dlq_topic
 from shared.observability import (
     CONSUMER_LAG,
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     TRANSIENT_ERRORS,
 )
-from shared.retry import Backoff, is_transient
+from shared.projections import Projections
+from shared.retry import Backoff, Transient, is_transient
 
 log = logging.getLogger(__name__)
-
-PROCESSED_METADATA = sa.MetaData()
-
-processed_events = sa.Table(
-    "processed_events",
-    PROCESSED_METADATA,
-    sa.Column("event_id", sa.String(64), primary_key=True),
-    sa.Column("ce_type", sa.String(255), nullable=False),
-    sa.Column(
-        "processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
-)
-
-Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
-"""`handler(uow, event)`: apply one event inside the batch's transaction."""
 
 
 class _FailedForGood(Exception):
@@ -118,7 +105,7 @@ class ProcessedLog(Protocol):
     """The ids of events applied, in the service's own schema, written in the transaction of
     their effects."""
 
-    async def claim(self, uow: UnitOfWork, events: Sequence[tuple[str, str]]) -> set[str]:
+    async def claim(self, tx: Transaction, events: Sequence[tuple[str, str]]) -> set[str]:
         """Record (event_id, ce_type) pairs as processed; return the ids that were not yet.
 
         A replica applying the same event at the same moment waits on the row and then finds
@@ -130,7 +117,7 @@ class ProcessedLog(Protocol):
 class SqlProcessedLog:
     """`processed_events`: one multi-row insert claims a whole batch."""
 
-    async def claim(self, uow: UnitOfWork, events: Sequence[tuple[str, str]]) -> set[str]:
+    async def claim(self, tx: Transaction, events: Sequence[tuple[str, str]]) -> set[str]:
         unique = dict(events)
         if not unique:
             return set()
@@ -140,19 +127,19 @@ class SqlProcessedLog:
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(processed_events.c.event_id)
         )
-        return {row[0] for row in await uow.execute(statement)}
+        return {row[0] for row in await tx.execute(statement)}
 
 
 class KafkaSource:
     """A consumer-group member that commits offsets only when told to."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, *, batch_size: int, poll_ms: int) -> None:
-        self._consumer = consumer
+    def __init__(self, clients: KafkaClients, *, batch_size: int, poll_ms: int) -> None:
+        self._clients = clients
         self._batch_size = batch_size
         self._poll_ms = poll_ms
 
     async def fetch(self) -> list[Delivery]:
-        batches = await self._consumer.getmany(
+        batches = await self._clients.consumer.getmany(
             timeout_ms=self._poll_ms, max_records=self._batch_size
         )
         deliveries = []
@@ -176,16 +163,17 @@ class KafkaSource:
             tp = TopicPartition(delivery.topic, delivery.partition)
             offsets[tp] = max(offsets.get(tp, 0), delivery.offset + 1)
         if offsets:
-            await self._consumer.commit(offsets)
+            await self._clients.consumer.commit(offsets)
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        assigned = list(self._consumer.assignment())
+        consumer = self._clients.consumer
+        assigned = list(consumer.assignment())
         if not assigned:
             return {}
-        ends = await self._consumer.end_offsets(assigned)
+        ends = await consumer.end_offsets(assigned)
         lags = {}
         for tp in assigned:
-            position = await self._consumer.position(tp)
+            position = await consumer.position(tp)
             lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
         return lags
 
@@ -193,10 +181,11 @@ class KafkaSource:
 class KafkaDeadLetterSink:
     """Copies the record to `<topic>.dlq`: same key, value and headers, plus the reason."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
+    def __init__(self, clients: KafkaClients) -> None:
+        self._clients = clients
 
     async def send(self, letters: Sequence[DeadLetter], service: str) -> None:
+        producer = self._clients.producer
         futures = []
         for letter in letters:
             delivery = letter.delivery
@@ -209,7 +198,7 @@ class KafkaDeadLetterSink:
                 ("dlq_service", service.encode()),
             ]
             futures.append(
-                await self._producer.send(
+                await producer.send(
                     dlq_topic(delivery.topic), delivery.value, key=delivery.key, headers=headers
                 )
             )
@@ -219,25 +208,39 @@ class KafkaDeadLetterSink:
 class ConsumerLoop:
     """Applies events from a source to a service's database, batch by batch."""
 
+    name = "consumer"
+
     def __init__(
         self,
         *,
         service: str,
         source: RecordSource,
-        handlers: Mapping[type[Event], Handler],
+        projections: Projections[Any],
         new_uow: Callable[[], UnitOfWork],
         dead_letters: DeadLetterSink,
         processed: ProcessedLog | None = None,
         max_backoff_seconds: float = 10.0,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._service = service
         self.source = source
-        self._handlers = dict(handlers)
+        self._projections = projections
         self._new_uow = new_uow
-        self.dead_letters = dead_letters
+        self._dead_letters = dead_letters
         self._processed = processed or SqlProcessedLog()
         self._max_backoff = max_backoff_seconds
         self._lag_reported: set[tuple[str, int]] = set()
+        self._last_lag_check = 0.0
+        self._unfinished: list[Delivery] = []
+        """A fetched batch whose step failed: the next step applies it again before fetching
+        more (the consumer's position is past it, its offsets are not committed)."""
+        self._stopping = stopping or asyncio.Event()
+        """Set at shutdown: a batch that keeps failing is then left for the next start."""
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait between retries of a batch."""
+        return self._max_backoff
 
     async def apply(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
         """Apply one batch in one transaction. Raises only on a passing failure (retry it).
@@ -275,7 +278,9 @@ class ConsumerLoop:
         return outcome
 
     def _handles(self, envelope: Envelope) -> bool:
-        return envelope.event is not None and type(envelope.event) in self._handlers
+        return (
+            envelope.event is not None and self._projections.handler_for(envelope.event) is not None
+        )
 
     async def _apply_one(
         self,
@@ -289,10 +294,10 @@ class ConsumerLoop:
     ) -> None:
         """Apply one event the batch claimed (isolated: claim it in its own savepoint)."""
         event = envelope.event
-        if event is None or not self._handles(envelope):
+        handler = None if event is None else self._projections.handler_for(event)
+        if event is None or handler is None:
             outcome.count(delivery, envelope.ce_type, "skipped", envelope.event_id)
             return
-        handler = self._handlers[type(event)]
         try:
             if isolate:
                 async with uow.savepoint():
@@ -336,7 +341,7 @@ class ConsumerLoop:
             try:
                 outcome = await self.apply(deliveries)
                 if outcome.dead_letters:
-                    await self.dead_letters.send(outcome.dead_letters, self._service)
+                    await self._dead_letters.send(outcome.dead_letters, self._service)
                 break
             except Exception as exc:
                 if not is_transient(exc):
@@ -359,27 +364,23 @@ class ConsumerLoop:
             )
         return True
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Consume until `stopping` is set."""
-        backoff = Backoff(maximum=self._max_backoff)
-        last_lag_check = 0.0
-        while not stopping.is_set():
+    async def step(self) -> float:
+        """Apply one batch (the unfinished one first), then report the lag now and then."""
+        try:
+            deliveries = self._unfinished or await self.source.fetch()
+        except KafkaError as exc:
+            raise Transient("fetching from the broker failed") from exc
+        self._unfinished = deliveries
+        if deliveries and not await self.handle(deliveries, self._stopping):
+            return 0.0
+        self._unfinished = []
+        if not deliveries or time.monotonic() - self._last_lag_check > 1.0:
+            self._last_lag_check = time.monotonic()
             try:
-                deliveries = await self.source.fetch()
-                if deliveries and not await self.handle(deliveries, stopping):
-                    return
-                if not deliveries or time.monotonic() - last_lag_check > 1.0:
-                    last_lag_check = time.monotonic()
-                    await self._report_lag()
-                backoff.reset()
-            except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, KafkaError):
-                    raise
-                TRANSIENT_ERRORS.labels(self._service, "consumer").inc()
-                log.warning(
-                    "consumer waiting", extra={"service": self._service, "error": repr(exc)}
-                )
-                await backoff.wait(stopping)
+                await self._report_lag()
+            except KafkaError as exc:
+                raise Transient("reading the end offsets failed") from exc
+        return 0.0
 
     async def drain(self, timeout: float) -> bool:
         """Consume until no record is left on the assigned partitions, for at most `timeout` s.
@@ -392,9 +393,11 @@ class ConsumerLoop:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                deliveries = await self.source.fetch()
+                deliveries = self._unfinished or await self.source.fetch()
+                self._unfinished = deliveries
                 if deliveries:
                     await self.handle(deliveries, never)
+                    self._unfinished = []
                     continue
                 lags = await self.source.lag()
                 if lags and sum(lags.values()) == 0:

@@ -1,20 +1,30 @@
-"""Engine, sessions and the unit of work: a state change and its events in one transaction.
+"""The database of one service: engine, transactions that write, transactions that only read.
 
 Each service owns one PostgreSQL schema. Its engine pins `search_path` to that schema, so
-tables are declared without a schema and the same shared tables (outbox, processed events)
+tables are declared without a schema and the same bus tables (outbox, processed events)
 exist once per service.
+
+Who may do what is in the types:
+- a command opens a `UnitOfWork`, writes, emits and commits it (it owns the transaction);
+- a projection gets a `Transaction`: it writes and emits in the consumer batch's
+  transaction, which the consumer loop commits; it has no `commit`;
+- a view gets a `ReadTransaction`: PostgreSQL itself refuses any write in it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Self
 
+import sqlalchemy as sa
 from sqlalchemy import Executable, Result
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import Event
@@ -42,22 +52,80 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-class Accumulator(Protocol):
-    """Changes gathered across a transaction and written once, just before it commits
-    (e.g. aggregate rows many events add to: written once per batch, not once per event)."""
+class ReadTransaction:
+    """A read-only transaction: what a view may use. Writes fail in PostgreSQL."""
 
-    def merge(self, other: Self) -> None:
-        """Take in what a savepoint that succeeded gathered."""
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
-    async def flush(self, uow: UnitOfWork) -> None:
-        """Write what was gathered, inside the transaction."""
-
-
-A = TypeVar("A", bound=Accumulator)
+    async def execute(self, statement: Executable) -> Result[Any]:
+        """Run a Core statement in this transaction."""
+        connection = await self.session.connection()
+        return await connection.execute(statement)
 
 
-class UnitOfWork:
-    """One transaction. Emitted events go to the outbox in that same transaction.
+class Transaction:
+    """An open transaction that writes: what a projection may use. Emitted events go to the
+    outbox in the same transaction. Committing it is its owner's job, not the user's."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        source: str,
+        topic: str | None,
+    ) -> None:
+        self._sessions = sessions
+        self._source = source
+        self._topic = topic
+        self._emitted = 0
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The open session; only valid inside the owner's `async with`."""
+        if self._session is None:
+            raise RuntimeError("transaction used outside `async with`")
+        return self._session
+
+    async def execute(self, statement: Executable) -> Result[Any]:
+        """Run a Core statement (the bus tables are Core, not SQLModel) in this transaction."""
+        connection = await self.session.connection()
+        return await connection.execute(statement)
+
+    async def insert_once(
+        self, table: sa.Table | type[SQLModel], key: str, **values: object
+    ) -> bool:
+        """Insert a fact unless one with the same `key` (its id) exists; True if this call
+        inserted it. How projections stay idempotent when an event comes twice."""
+        statement = (
+            pg_insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[key])
+            .returning(sa.literal(True))
+        )
+        return (await self.execute(statement)).first() is not None
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: what fails inside it is undone without losing the rest."""
+        async with self.session.begin_nested():
+            yield
+
+    async def emit(self, event: Event, event_id: str | None = None) -> str:
+        """Add `event` to the outbox of this transaction; returns its CloudEvent id."""
+        if self._topic is None:
+            raise RuntimeError("this service publishes no events")
+        event_id = event_id or new_id()
+        await append_to_outbox(
+            self.session, event, event_id=event_id, topic=self._topic, source=self._source
+        )
+        self._emitted += 1
+        return event_id
+
+
+class UnitOfWork(Transaction):
+    """A transaction its holder owns: `async with uow: ...; await uow.commit()`.
 
     Rolls back unless `commit()` was called: a handler that fails halfway leaves nothing.
     """
@@ -70,25 +138,12 @@ class UnitOfWork:
         topic: str | None,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
-        self._sessions = sessions
-        self._source = source
-        self._topic = topic
+        super().__init__(sessions, source=source, topic=topic)
         self._on_commit = on_commit
-        self._emitted = 0
-        self._session: AsyncSession | None = None
-        self._accumulators: list[dict[str, Accumulator]] = [{}]
-
-    @property
-    def session(self) -> AsyncSession:
-        """The open session; only valid inside `async with`."""
-        if self._session is None:
-            raise RuntimeError("UnitOfWork used outside `async with`")
-        return self._session
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._emitted = 0
-        self._accumulators = [{}]
         return self
 
     async def __aexit__(
@@ -102,58 +157,8 @@ class UnitOfWork:
         await self.session.close()
         self._session = None
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        """Run a Core statement (shared tables are Core, not SQLModel) in this transaction."""
-        connection = await self.session.connection()
-        return await connection.execute(statement)
-
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction: what fails inside it is undone without losing the rest,
-        including what it gathered in accumulators."""
-        self._accumulators.append({})
-        try:
-            async with self.session.begin_nested():
-                yield
-        except BaseException:
-            self._accumulators.pop()
-            raise
-        gathered = self._accumulators.pop()
-        outer = self._accumulators[-1]
-        for key, accumulator in gathered.items():
-            if key in outer:
-                outer[key].merge(accumulator)
-            else:
-                outer[key] = accumulator
-
-    def accumulator(self, key: str, factory: Callable[[], A]) -> A:
-        """This transaction's accumulator named `key`, made by `factory` on first use; it is
-        flushed by `commit()`."""
-        layer = self._accumulators[-1]
-        if key not in layer:
-            layer[key] = factory()
-        found = layer[key]
-        return cast(A, found)
-
-    async def emit(self, event: Event, event_id: str | None = None) -> str:
-        """Add `event` to the outbox of this transaction; returns its CloudEvent id."""
-        if self._topic is None:
-            raise RuntimeError("this service publishes no events")
-        event_id = event_id or new_id()
-        await append_to_outbox(
-            self.session, event, event_id=event_id, topic=self._topic, source=self._source
-        )
-        self._emitted += 1
-        return event_id
-
     async def commit(self) -> None:
-        """Write the accumulators, commit the state change and its events together, then
-        wake the relay."""
-        if len(self._accumulators) != 1:
-            raise RuntimeError("commit() inside a savepoint")
-        gathered, self._accumulators = self._accumulators[0], [{}]
-        for accumulator in gathered.values():
-            await accumulator.flush(self)
+        """Commit the state change and its events together, then wake the relay."""
         await self.session.commit()
         if self._emitted and self._on_commit is not None:
             self._on_commit()
@@ -163,4 +168,65 @@ class UnitOfWork:
         """Drop everything done in this transaction."""
         await self.session.rollback()
         self._emitted = 0
-        self._accumulators = [{}]
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+"""A new unit of work each call: what commands and background work are given."""
+
+Queryable = ReadTransaction | Transaction
+"""Either kind of transaction, for a read that views and commands share (e.g. "the ticket,
+or 409 while its event is on its way")."""
+
+
+class Database:
+    """One service's schema: the engine, units of work, read-only transactions."""
+
+    def __init__(
+        self,
+        database_url: str,
+        schema: str,
+        *,
+        pool_size: int,
+        source: str,
+        topic: str | None,
+        unit_of_work: type[UnitOfWork] = UnitOfWork,
+    ) -> None:
+        self.schema = schema
+        self.engine = make_engine(database_url, schema, pool_size)
+        self._sessions = make_sessions(self.engine)
+        self._source = source
+        self._topic = topic
+        self._unit_of_work = unit_of_work
+        self.on_commit: Callable[[], None] | None = None
+        """Called after a commit that emitted events (the relay's wake-up)."""
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The session factory (the outbox relay reads and marks rows with it)."""
+        return self._sessions
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work; events it emits wake the relay on commit."""
+        return self._unit_of_work(
+            self._sessions, source=self._source, topic=self._topic, on_commit=self._wake
+        )
+
+    def _wake(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[ReadTransaction]:
+        """A read-only transaction (`BEGIN READ ONLY`: no extra round trip)."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={"postgresql_readonly": True})
+            yield ReadTransaction(session)
+
+    async def ping(self, timeout: float) -> None:
+        """Raise unless the database answers `SELECT 1` within `timeout` seconds."""
+        async with self.engine.connect() as connection:
+            await asyncio.wait_for(connection.execute(sa.text("SELECT 1")), timeout=timeout)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -20,6 +20,17 @@ MALFORMED_JSON: dict[int | str, dict[str, Any]] = {
 """OpenAPI note for routes with a JSON body: FastAPI answers malformed JSON with 400."""
 
 
+def not_yet_known_response(service: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI note for routes about a ticket another service announces: 409 until its event
+    has reached `service`."""
+    return {
+        409: {
+            "description": f"The ticket is not known to {service} yet (its event may still be "
+            "on its way): retry after `Retry-After` seconds",
+        }
+    }
+
+
 class DomainError(Exception):
     """A request that cannot be done as asked; subclasses say which HTTP status fits."""
 

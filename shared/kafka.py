@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.settings import SERVICE_NAMES, Settings
+from shared.names import SERVICE_NAMES
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +73,94 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
                 pass
     finally:
         await admin.close()
+
+
+def make_consumer(
+    settings: Settings, *, client_id: str, group_id: str, topics: Sequence[str]
+) -> AIOKafkaConsumer:
+    """A consumer-group member that commits offsets only when told to (after its effects are
+    stored) and starts a new group from the beginning of each topic."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
+        max_poll_records=settings.consumer_batch_size,
+    )
+
+
+class KafkaClients:
+    """The producer and, for a service that consumes, the consumer of one process.
+
+    An aiokafka client that failed to start cannot be started again, so a failed `start()`
+    makes new ones; whatever sends or fetches asks this holder for the current client, and
+    nothing else keeps a reference to one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str,
+        group_id: str | None = None,
+        consumes: Sequence[str] = (),
+        topics: Sequence[str] = (),
+    ) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._group_id = group_id
+        self._consumes = tuple(consumes)
+        self._topics = list(topics)
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self.connected = asyncio.Event()
+        """Set once both clients have started."""
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The started producer."""
+        if self._producer is None:
+            raise RuntimeError("the Kafka clients have not been started")
+        return self._producer
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The started consumer (only for a service that consumes)."""
+        if self._consumer is None:
+            raise RuntimeError("no Kafka consumer: not started, or this service consumes nothing")
+        return self._consumer
+
+    async def start(self) -> None:
+        """Create the topics this process uses if missing, then start new clients; on failure
+        close what was made and raise (the caller retries)."""
+        self._producer = make_producer(self._settings, client_id=self._client_id)
+        if self._consumes and self._group_id is not None:
+            self._consumer = make_consumer(
+                self._settings,
+                client_id=self._client_id,
+                group_id=self._group_id,
+                topics=self._consumes,
+            )
+        try:
+            await ensure_topics(self._settings, self._topics)
+            await self._producer.start()
+            if self._consumer is not None:
+                await self._consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.connected.set()
+
+    async def stop(self) -> None:
+        """Close the clients (also ones that never connected)."""
+        for client in (self._consumer, self._producer):
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except Exception as exc:  # closing a client that never connected
+                log.debug("client stop failed", extra={"error": repr(exc)})

@@ -69,6 +69,12 @@ TRANSIENT_ERRORS = Counter(
     "Failures that were retried with backoff (database or broker unreachable).",
     ["service", "component"],
 )
+PERMANENT_ERRORS = Counter(
+    "hotline_permanent_errors_total",
+    "Background steps that failed for a reason other than an unreachable database or broker "
+    "(the loop is retried slowly and /readyz reports it).",
+    ["service", "component"],
+)
 
 _ACCESS_LOG = logging.getLogger("hotline.http")
 

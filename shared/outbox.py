@@ -18,43 +18,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.bus_tables import outbox
 from shared.envelope import encode, event_data
 from shared.events import Event
-from shared.observability import (
-    EVENTS_PUBLISHED,
-    OUTBOX_BACKLOG,
-    OUTBOX_OLDEST_SECONDS,
-    TRANSIENT_ERRORS,
-)
-from shared.retry import Backoff, is_transient
+from shared.kafka import KafkaClients
+from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS
+from shared.retry import Backoff
 
 log = logging.getLogger(__name__)
-
-OUTBOX_METADATA = sa.MetaData()
-
-outbox = sa.Table(
-    "outbox",
-    OUTBOX_METADATA,
-    sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("topic", sa.String(255), nullable=False),
-    sa.Column("ce_type", sa.String(255), nullable=False),
-    sa.Column("source", sa.String(255), nullable=False),
-    sa.Column("key", sa.String(255), nullable=False),
-    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("data", JSONB, nullable=False),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
-    sa.Column("published_at", sa.DateTime(timezone=True)),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_error", sa.Text),
-)
 
 
 async def append_to_outbox(
@@ -211,12 +185,13 @@ class SqlOutboxStore:
 
 
 class KafkaPublisher:
-    """Sends a batch through one idempotent producer and waits for every acknowledgement."""
+    """Sends a batch through the process's producer and waits for every acknowledgement."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
+    def __init__(self, clients: KafkaClients) -> None:
+        self._clients = clients
 
     async def publish(self, events: Sequence[PendingEvent]) -> PublishResult:
+        producer = self._clients.producer
         futures = []
         result = PublishResult()
         for event in events:
@@ -230,7 +205,7 @@ class KafkaPublisher:
             )
             try:
                 futures.append(
-                    await self._producer.send(
+                    await producer.send(
                         event.topic, record.value, key=record.key, headers=record.headers
                     )
                 )
@@ -247,7 +222,10 @@ class KafkaPublisher:
 
 
 class OutboxRelay:
-    """Publishes one service's outbox until stopped; never drops a row."""
+    """Publishes one service's outbox, a batch a step (`shared.background` runs it); never
+    drops a row."""
+
+    name = "outbox-relay"
 
     def __init__(
         self,
@@ -261,19 +239,26 @@ class OutboxRelay:
         keep_published_seconds: float = 24 * 3600,
     ) -> None:
         self._store = store
-        self.publisher = publisher
+        self._publisher = publisher
         self._service = service
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
+        self._max_backoff = max_backoff_seconds
         self._backoff = Backoff(maximum=max_backoff_seconds)
         self._keep_published_seconds = keep_published_seconds
-        self._wakeup = asyncio.Event()
+        self.wakeup = asyncio.Event()
+        """Set when a commit put rows in the outbox: the runner then skips the idle wait."""
         self._last_housekeeping = 0.0
         self._last_prune = 0.0
 
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait between retries while the broker or database is away."""
+        return self._max_backoff
+
     def wake(self) -> None:
         """Something was committed to the outbox: publish now rather than at the next poll."""
-        self._wakeup.set()
+        self.wakeup.set()
 
     async def backlog(self) -> int:
         """How many events wait to be published."""
@@ -285,7 +270,7 @@ class OutboxRelay:
         async with self._store.claim(self._batch_size) as batch:
             if batch is None or not batch.events:
                 return 0
-            result = await self.publisher.publish(batch.events)
+            result = await self._publisher.publish(batch.events)
             if result.sent:
                 await batch.mark_published(result.sent)
             sent = set(result.sent)
@@ -299,27 +284,11 @@ class OutboxRelay:
             raise result.error
         return len(result.sent)
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Publish until `stopping` is set; back off while the broker or database is down."""
-        while not stopping.is_set():
-            self._wakeup.clear()
-            try:
-                published = await self.relay_once()
-                await self._housekeeping()
-                self._backoff.reset()
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("outbox relay failed", extra={"service": self._service})
-                else:
-                    log.warning(
-                        "outbox relay waiting for broker or database",
-                        extra={"service": self._service, "error": repr(exc)},
-                    )
-                TRANSIENT_ERRORS.labels(self._service, "relay").inc()
-                await self._backoff.wait(stopping)
-                continue
-            if published < self._batch_size:
-                await self._idle(stopping)
+    async def step(self) -> float:
+        """Publish one batch; at once again after a full batch, else after the idle time."""
+        published = await self.relay_once()
+        await self._housekeeping()
+        return 0.0 if published >= self._batch_size else self._idle_seconds
 
     async def drain(self, timeout: float) -> bool:
         """Publish what is left, for at most `timeout` seconds. True if the outbox is empty."""
@@ -337,19 +306,6 @@ class OutboxRelay:
                     max(0.0, min(self._backoff.next_delay(), deadline - time.monotonic()))
                 )
         return False
-
-    async def _idle(self, stopping: asyncio.Event) -> None:
-        waiters = [
-            asyncio.ensure_future(self._wakeup.wait()),
-            asyncio.ensure_future(stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(
-                waiters, timeout=self._idle_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
 
     async def _housekeeping(self) -> None:
         """Refresh the backlog gauges (at most once a second) and prune old published rows."""

@@ -14,7 +14,14 @@ from aiokafka.errors import (
     RequestTimedOutError,
 )
 
+
+class Transient(Exception):
+    """A failure known to pass by itself, raised with the original as its cause (e.g. any
+    broker error while fetching: the consumer waits and fetches again)."""
+
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
+    Transient,
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.DisconnectionError,

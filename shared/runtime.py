@@ -1,52 +1,83 @@
-"""Wiring of one service process: database, outbox relay, consumer loop, HTTP app.
+"""The live parts of one service process: its database, its Kafka clients, the outbox relay,
+the consumer loop and its other background work, started and stopped in order.
 
-`create_service_app(spec, settings)` is every service's `create_app`: the service says what
-it publishes, what it consumes and with which handlers, and which routes it serves; this
-module starts and stops the rest in order. Nothing is wired at import time.
+A service describes itself in a `ServiceSpec` (what it publishes and consumes, its
+projections, its background work, where its migrations are); `Runtime` does the rest, the
+same for all four. Building a `Runtime` does no I/O: `start()` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Any
 
-import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 
-from shared.consumer import ConsumerLoop, Handler, KafkaDeadLetterSink, KafkaSource
-from shared.db import UnitOfWork, make_engine, make_sessions
-from shared.errors import install_error_handlers
-from shared.events import Event
-from shared.kafka import dlq_topic, ensure_topics, make_producer
-from shared.migrations import upgrade_async
-from shared.observability import TRANSIENT_ERRORS, instrument
+from shared.background import BackgroundWork, Runner
+from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
+from shared.db import Database, ReadTransaction, UnitOfWork, UnitOfWorkFactory
+from shared.kafka import KafkaClients, dlq_topic
+from shared.migrations import upgrade, upgrade_async
+from shared.names import ServiceName
 from shared.outbox import KafkaPublisher, OutboxRelay, SqlOutboxStore
-from shared.retry import Backoff
-from shared.settings import ServiceName, Settings
+from shared.projections import Projections
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BackgroundTask = Callable[["Runtime", asyncio.Event], Coroutine[Any, Any, None]]
+BROKER_CONNECT_MAX_BACKOFF_SECONDS = 5.0
 
 
-@dataclass
+@dataclass(frozen=True)
+class WorkContext:
+    """What a service's background work is given: settings, units of work to write with,
+    read-only transactions to read with. Not the runtime."""
+
+    service: ServiceName
+    settings: Settings
+    new_uow: UnitOfWorkFactory
+    read: Callable[[], AbstractAsyncContextManager[ReadTransaction]]
+
+
+BackgroundWorkFactory = Callable[[WorkContext], BackgroundWork]
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What makes a service itself; the rest is the same for all four."""
 
     name: ServiceName
     title: str
+    migrations: Path
+    """The service's Alembic folder (`Path(__file__).parent / "migrations"`)."""
     routers: Sequence[APIRouter]
     publishes: bool
     consumes: Sequence[ServiceName] = ()
-    handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
-    background: Sequence[BackgroundTask] = ()
-    """Extra loops (e.g. a deadline sweeper), run until shutdown."""
+    projections: Projections[Any] = field(default_factory=Projections)
+    background: Sequence[BackgroundWorkFactory] = ()
+    """Loops besides the relay and the consumer (a deadline sweeper, a refresher)."""
+    unit_of_work: type[UnitOfWork] = UnitOfWork
+
+
+@dataclass
+class BrokerConnection:
+    """Background work that starts the Kafka clients, retrying while the broker is away,
+    then hands over to the relay and the consumer."""
+
+    clients: KafkaClients
+    on_connected: Callable[[], None]
+    name: str = "broker-connect"
+    max_backoff: float = BROKER_CONNECT_MAX_BACKOFF_SECONDS
+
+    async def step(self) -> None:
+        """Connect once; finished when it worked."""
+        await self.clients.start()
+        self.on_connected()
 
 
 class Runtime:
@@ -55,244 +86,138 @@ class Runtime:
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
         self.spec = spec
         self.settings = settings
-        self.schema = settings.schema_of(spec.name)
-        self.engine = make_engine(settings.database_url, self.schema, settings.db_pool_size)
-        self.sessions = make_sessions(self.engine)
         self.topic = settings.topic(spec.name) if spec.publishes else None
-        self.source = f"/hotline/{spec.name}"
-        self.relay: OutboxRelay | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self.loop: ConsumerLoop | None = None
-        self._make_clients()
-        self.broker_connected = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._give_up_connecting = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def _make_clients(self) -> None:
-        """New Kafka clients, wired into the relay and the consumer loop (a client that failed
-        to start cannot be started again)."""
-        settings, spec = self.settings, self.spec
-        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"hotline-{spec.name}")
-        if spec.publishes:
-            publisher = KafkaPublisher(self.producer)
-            if self.relay is None:
-                self.relay = OutboxRelay(
-                    SqlOutboxStore(self.sessions, lock_name=f"hotline-relay-{self.schema}"),
-                    publisher,
-                    service=spec.name,
-                    batch_size=settings.relay_batch_size,
-                    idle_seconds=settings.relay_idle_seconds,
-                    max_backoff_seconds=settings.relay_max_backoff_seconds,
-                )
-            self.relay.publisher = publisher
-        if not spec.consumes:
-            return
-        self.consumer = AIOKafkaConsumer(
-            *[settings.topic(owner) for owner in spec.consumes],
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=f"{settings.topic_prefix}hotline-{spec.name}",
-            client_id=f"hotline-{spec.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
-            max_poll_records=settings.consumer_batch_size,
-        )
-        source = KafkaSource(
-            self.consumer,
-            batch_size=settings.consumer_batch_size,
-            poll_ms=settings.consumer_poll_ms,
-        )
-        if self.loop is None:
-            self.loop = ConsumerLoop(
-                service=spec.name,
-                source=source,
-                handlers=spec.handlers,
-                new_uow=self.uow,
-                dead_letters=KafkaDeadLetterSink(self.producer),
-                max_backoff_seconds=settings.consumer_max_backoff_seconds,
-            )
-        self.loop.source = source
-        self.loop.dead_letters = KafkaDeadLetterSink(self.producer)
-
-    def uow(self) -> UnitOfWork:
-        """A new unit of work; events it emits wake the relay on commit."""
-        return UnitOfWork(
-            self.sessions,
-            source=self.source,
+        self.database = Database(
+            settings.database_url,
+            settings.schema_of(spec.name),
+            pool_size=settings.db_pool_size,
+            source=f"/hotline/{spec.name}",
             topic=self.topic,
-            on_commit=self.relay.wake if self.relay else None,
+            unit_of_work=spec.unit_of_work,
         )
+        consumed = [settings.topic(owner) for owner in spec.consumes]
+        self.kafka = KafkaClients(
+            settings,
+            client_id=f"hotline-{spec.name}",
+            group_id=f"{settings.topic_prefix}hotline-{spec.name}",
+            consumes=consumed,
+            topics=self._topics(consumed),
+        )
+        self._stopping = asyncio.Event()
+        self.runner = Runner(spec.name)
+        self.relay: OutboxRelay | None = None
+        if spec.publishes:
+            self.relay = OutboxRelay(
+                SqlOutboxStore(
+                    self.database.sessions, lock_name=f"hotline-relay-{self.database.schema}"
+                ),
+                KafkaPublisher(self.kafka),
+                service=spec.name,
+                batch_size=settings.relay_batch_size,
+                idle_seconds=settings.relay_idle_seconds,
+                max_backoff_seconds=settings.relay_max_backoff_seconds,
+            )
+            self.database.on_commit = self.relay.wake
+        self.consumer: ConsumerLoop | None = None
+        if spec.consumes:
+            self.consumer = ConsumerLoop(
+                service=spec.name,
+                source=KafkaSource(
+                    self.kafka,
+                    batch_size=settings.consumer_batch_size,
+                    poll_ms=settings.consumer_poll_ms,
+                ),
+                projections=spec.projections,
+                new_uow=self.database.unit_of_work,
+                dead_letters=KafkaDeadLetterSink(self.kafka),
+                max_backoff_seconds=settings.consumer_max_backoff_seconds,
+                stopping=self._stopping,
+            )
+
+    @property
+    def broker_connected(self) -> asyncio.Event:
+        """Set once the Kafka clients have started."""
+        return self.kafka.connected
+
+    def work_context(self) -> WorkContext:
+        """What this service's background work is given."""
+        return WorkContext(
+            service=self.spec.name,
+            settings=self.settings,
+            new_uow=self.database.unit_of_work,
+            read=self.database.read,
+        )
+
+    def migrate(self) -> None:
+        """Bring this service's schema to the newest revision (blocking)."""
+        upgrade(self.spec.migrations, self.settings.database_url, self.database.schema)
 
     async def start(self) -> None:
-        """Migrate, then start the loops. The broker may be down: the loops wait for it."""
+        """Migrate, then start the loops. The broker may be down: the relay and the consumer
+        start once it answers."""
         if self.settings.migrate_on_start:
             await upgrade_async(
-                f"services.{self.spec.name}", self.settings.database_url, self.schema
+                self.spec.migrations, self.settings.database_url, self.database.schema
             )
-        self.spawn(self._run_bus(), f"{self.spec.name}-bus")
-        for loop in self.spec.background:
-            self.spawn(loop(self, self._stopping), loop.__name__)
+        # Connecting is not bounded by `stopping`: a service asked to stop while still
+        # connecting finishes connecting first (within the drain bound), so events that
+        # reached the broker before it joined its group are not left behind.
+        self.runner.start(BrokerConnection(self.kafka, self._start_bus), until=None)
+        context = self.work_context()
+        for make in self.spec.background:
+            self.run_in_background(make(context))
 
-    def spawn(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run a loop until shutdown; should it end before, the service reports not ready."""
-        task = asyncio.create_task(loop, name=name)
-        task.add_done_callback(self._report_stopped)
-        self._tasks.append(task)
-        return task
+    def run_in_background(
+        self, work: BackgroundWork, wakeup: asyncio.Event | None = None
+    ) -> asyncio.Task[None]:
+        """Run `work` until the service stops."""
+        return self.runner.start(work, until=self._stopping, wakeup=wakeup)
 
-    def _report_stopped(self, task: asyncio.Task[None]) -> None:
-        if self._stopping.is_set() or task.cancelled():
+    def _start_bus(self) -> None:
+        if self._stopping.is_set():
             return
-        log.critical(
-            "a background loop stopped; the service is no longer ready",
-            exc_info=task.exception(),
-            extra={"service": self.spec.name, "loop": task.get_name()},
-        )
+        if self.relay is not None:
+            self.run_in_background(self.relay, wakeup=self.relay.wakeup)
+        if self.consumer is not None:
+            self.run_in_background(self.consumer)
 
     async def stop(self) -> None:
-        """Stop the loops, then drain: consume what is left, publish what is left (bounded).
-
-        A service asked to stop while still connecting finishes connecting first (within the
-        drain bound), so events that reached the broker before it joined are not left behind.
-        """
+        """Stop the loops, then drain: consume what is left, publish what is left (bounded)."""
         self._stopping.set()
         drain = self.settings.shutdown_drain_seconds
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=drain)
-            # A loop stuck on an unreachable broker is cancelled; its batch stays unpublished
-            # or uncommitted and is picked up again at the next start.
-            self._give_up_connecting.set()
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.broker_connected.is_set():
-            if self.loop is not None and not await self.loop.drain(drain):
+        # A loop stuck on an unreachable broker is cancelled; its batch stays unpublished or
+        # uncommitted and is picked up again at the next start.
+        await self.runner.stop(timeout=drain)
+        if self.kafka.connected.is_set():
+            if self.consumer is not None and not await self.consumer.drain(drain):
                 log.warning("consumer not drained at shutdown", extra={"service": self.spec.name})
             if self.relay is not None and not await self.relay.drain(drain):
                 log.warning("outbox not drained at shutdown", extra={"service": self.spec.name})
-        await self._close_clients()
-        await self.engine.dispose()
+        await self.kafka.stop()
+        await self.database.dispose()
 
-    async def _connect(self) -> bool:
-        """Start the clients, retrying while the broker is down; False if told to give up."""
-        backoff = Backoff(maximum=5.0)
-        while True:
-            try:
-                await ensure_topics(self.settings, self._topics())
-                await self.producer.start()
-                if self.consumer is not None:
-                    await self.consumer.start()
-                return True
-            except Exception as exc:
-                TRANSIENT_ERRORS.labels(self.spec.name, "connect").inc()
-                log.warning(
-                    "waiting for the broker",
-                    extra={"service": self.spec.name, "error": repr(exc)},
-                )
-                await self._close_clients()
-                self._make_clients()
-                if self._give_up_connecting.is_set():
-                    return False
-                await backoff.wait(self._give_up_connecting)
-
-    async def _run_bus(self) -> None:
-        """Connect to the broker, then relay and consume until stopped."""
-        if not await self._connect():
-            return
-        self.broker_connected.set()
-        if self._stopping.is_set():
-            return
-        loops = []
-        if self.relay is not None:
-            loops.append(self.relay.run(self._stopping))
-        if self.loop is not None:
-            loops.append(self.loop.run(self._stopping))
-        await asyncio.gather(*loops)
-
-    def _topics(self) -> list[str]:
+    def _topics(self, consumed: list[str]) -> list[str]:
         own = [self.topic] if self.topic else []
-        consumed = [self.settings.topic(owner) for owner in self.spec.consumes]
         return own + [dlq_topic(t) for t in own + consumed] + consumed
 
-    async def _close_clients(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is None:
-                continue
-            try:
-                await client.stop()
-            except Exception as exc:  # closing a client that never connected
-                log.debug("client stop failed", extra={"error": repr(exc)})
-
     async def readiness(self) -> dict[str, str]:
-        """Whether the database and the broker answer now."""
+        """Whether the database and the broker answer now, and whether every loop is well."""
         checks: dict[str, str] = {}
         try:
-            async with self.engine.connect() as connection:
-                await asyncio.wait_for(connection.execute(sa.text("SELECT 1")), timeout=2)
+            await self.database.ping(timeout=2)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        if not self.broker_connected.is_set():
+        if not self.kafka.connected.is_set():
             checks["broker"] = "connecting"
         else:
             try:
-                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=2)
+                await asyncio.wait_for(self.kafka.producer.client.fetch_all_metadata(), timeout=2)
                 checks["broker"] = "ok"
             except Exception as exc:
                 checks["broker"] = f"unreachable: {type(exc).__name__}"
-        stopped = [task for task in self._tasks if task.done()]
-        if stopped and not self._stopping.is_set():
-            # A relay, consumer or sweeper that died would otherwise go unnoticed.
-            checks["loops"] = f"stopped: {', '.join(task.get_name() for task in stopped)}"
+        problems = self.runner.problems()
+        if problems and not self._stopping.is_set():
+            # A relay, consumer or sweeper that fails would otherwise go unnoticed.
+            checks["loops"] = "; ".join(f"{name}: {why}" for name, why in sorted(problems.items()))
         return checks
-
-
-def get_uow(request: Request) -> UnitOfWork:
-    """FastAPI dependency: a fresh unit of work of the running service."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime.uow()
-
-
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
-"""A route's unit of work: `async def route(..., uow: UowDep)`."""
-
-
-def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
-    """The FastAPI app of a service, with health, readiness, metrics and error mapping."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(spec, settings)
-        app.state.runtime = runtime
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    app = FastAPI(title=spec.title, lifespan=lifespan)
-    app.state.settings = settings
-    install_error_handlers(app, settings.retry_after_seconds)
-    instrument(app, spec.name)
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Alive: the process answers."""
-        return {"status": "ok", "service": spec.name}
-
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
-    async def readyz() -> Any:
-        """Ready: the database and the broker are reachable."""
-        runtime: Runtime = app.state.runtime
-        checks = await runtime.readiness()
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={"status": "ready" if ready else "not ready", "checks": checks},
-        )
-
-    for router in spec.routers:
-        app.include_router(router)
-    return app

@@ -12,8 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("intake", "dispatch", "followup", "metrics")
+from shared.names import ServiceName
 
 DEFAULT_PORTS: dict[ServiceName, int] = {
     "intake": 8001,

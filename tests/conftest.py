@@ -9,6 +9,7 @@ database and its own topic prefix, so tests never depend on each other's data or
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from hotline.embedded import RunningBroker, start_broker, start_postgres
 from shared.settings import Settings
-from tests.support import settings_for
+from tests.support import SCRATCH_ROOT, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,16 @@ def _from_containers(stack: contextlib.ExitStack) -> Infra | None:
     stack.enter_context(postgres)
     stack.enter_context(kafka)
     return Infra(kafka.get_bootstrap_server(), postgres.get_connection_url())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing behind: every folder a test made lives under the run's scratch root, and
+    pytest's own tmp_path folders are kept only for failed tests (pyproject.toml)."""
+    shutil.rmtree(SCRATCH_ROOT, ignore_errors=True)
+    pytest_root = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    with contextlib.suppress(OSError):  # not empty: a failed test's files are kept
+        pytest_root.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from shared.consumer import DeadLetter, Delivery
-from shared.envelope import encode, event_data
 from shared.events import Event
 from shared.outbox import PendingEvent, PublishResult
+from tests.support import record_of
 
 
 class FakeUnitOfWork:
@@ -101,14 +101,7 @@ class FakeDeadLetters:
 
 def delivery_of(event: Event, *, event_id: str, offset: int = 0, topic: str = "t") -> Delivery:
     """The record a producer would have written for `event`."""
-    record = encode(
-        event_id=event_id,
-        ce_type=event.ce_type,
-        source="/test",
-        time=event.occurred_at(),
-        key=event.ticket_id,
-        data=event_data(event),
-    )
+    record = record_of(event, event_id)
     return Delivery(
         topic=topic,
         partition=0,

@@ -4,22 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from fastapi import FastAPI
 
-from shared.serve import load_app
-from shared.settings import ServiceName, Settings
+from hotline.embedded import start_postgres
+from services.dispatch.app import create_app as create_dispatch
+from services.followup.app import create_app as create_followup
+from services.intake.app import create_app as create_intake
+from services.metrics.app import create_app as create_metrics
+from shared.envelope import KafkaRecord, encode, event_data
+from shared.events import Event
+from shared.names import ServiceName
+from shared.settings import Settings
 
 T = TypeVar("T")
+
+APPS: dict[ServiceName, Callable[[Settings], FastAPI]] = {
+    "intake": create_intake,
+    "dispatch": create_dispatch,
+    "followup": create_followup,
+    "metrics": create_metrics,
+}
+
+
+def load_app(service: ServiceName, settings: Settings) -> FastAPI:
+    """A service's app, built as its `__main__` builds it."""
+    return APPS[service](settings)
 
 
 async def eventually(
@@ -43,6 +65,19 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+SCRATCH_ROOT = Path(tempfile.gettempdir()) / f"hotline-tests-{os.getpid()}"
+"""Every folder the tests make, removed when the run ends (`conftest.pytest_sessionfinish`)."""
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new folder of this test run, traversable by the PostgreSQL user (we may be root)."""
+    SCRATCH_ROOT.mkdir(exist_ok=True)
+    SCRATCH_ROOT.chmod(0o711)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
+    path.chmod(0o711)
+    return path
+
+
 def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings:
     """Settings of a test stack: its own topics and data folder, quick loops."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
@@ -50,7 +85,7 @@ def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings
         "kafka_bootstrap_servers": infra.bootstrap_servers,
         "database_url": database_url,
         "topic_prefix": prefix,
-        "data_dir": Path(tempfile.mkdtemp(prefix="hotline-data-")),
+        "data_dir": scratch_dir("data-"),
         "relay_idle_seconds": 0.05,
         "relay_max_backoff_seconds": 0.5,
         "consumer_poll_ms": 100,
@@ -91,10 +126,10 @@ class ServiceClient:
         await eventually(self._caught_up, message="consumer caught up")
 
     async def _caught_up(self) -> bool:
-        loop = self.runtime.loop
-        if loop is None:
+        consumer = self.runtime.consumer
+        if consumer is None:
             return False
-        lags = await loop.source.lag()
+        lags = await consumer.source.lag()
         return bool(lags) and sum(lags.values()) == 0
 
 
@@ -127,6 +162,58 @@ async def read_topic(
                 )
     finally:
         await consumer.stop()
+
+
+def record_of(event: Event, event_id: str | None = None, source: str = "/test") -> KafkaRecord:
+    """The record a relay would write for `event`."""
+    return encode(
+        event_id=event_id or str(uuid.uuid4()),
+        ce_type=event.ce_type,
+        source=source,
+        time=event.occurred_at(),
+        key=event.ticket_id,
+        data=event_data(event),
+    )
+
+
+async def publish(
+    producer: AIOKafkaProducer, topic: str, event: Event, event_id: str | None = None
+) -> None:
+    """Put `event` on `topic` as its owner's relay would, and wait for the broker."""
+    record = record_of(event, event_id)
+    await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+
+
+class LocalPostgres:
+    """A PostgreSQL of one test's own, that the test may stop and start again (an outage)."""
+
+    def __init__(self) -> None:
+        self.data_dir = scratch_dir("postgres-")
+        self.server = start_postgres(self.data_dir)
+
+    @property
+    def url(self) -> str:
+        """Where it listens (the same after a restart)."""
+        return self.server.url
+
+    def stop(self) -> None:
+        """Stop it (idempotent)."""
+        self.server.stop()
+
+    def start_again(self) -> None:
+        """Start it again on the same port and data."""
+        self.server = start_postgres(self.data_dir, self.server.port)
+
+
+@contextmanager
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL of the test's own, stopped and removed afterwards."""
+    postgres = LocalPostgres()
+    try:
+        yield postgres
+    finally:
+        postgres.stop()
+        shutil.rmtree(postgres.data_dir, ignore_errors=True)
 
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, bytes]:

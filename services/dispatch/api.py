@@ -1,15 +1,15 @@
-"""Dispatch's routes: parse, call a handler, shape the answer. No SQL here."""
+"""Dispatch's routes: parse, call a command or a view, shape the answer. No SQL here."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from services.dispatch import handlers
+from services.dispatch import commands, views
+from services.dispatch.deps import Deps
 from services.dispatch.domain import calendar_note, is_overdue, work_order_status
-from services.dispatch.handlers import DispatchPolicy, StatusFilter
 from services.dispatch.models import (
     DispatchTicketPublic,
     FirstReply,
@@ -25,28 +25,15 @@ from services.dispatch.models import (
     WorkOrderPage,
     WorkOrderPublic,
 )
+from services.dispatch.views import StatusFilter
+from shared.app import ReadDep
 from shared.clock import utc_now
-from shared.errors import MALFORMED_JSON
-from shared.runtime import UowDep
+from shared.errors import MALFORMED_JSON, not_yet_known_response
 
 router = APIRouter(tags=["dispatch"])
 
-NOT_YET_KNOWN: dict[int | str, dict[str, Any]] = {
-    409: {
-        "description": "The ticket is not known to dispatch yet (its event may still be on "
-        "its way): retry after `Retry-After` seconds",
-    },
-}
+NOT_YET_KNOWN = not_yet_known_response("dispatch")
 NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such work order"}}
-
-
-def get_policy(request: Request) -> DispatchPolicy:
-    """The calendar and defaults made at startup."""
-    policy: DispatchPolicy = request.app.state.dispatch_policy
-    return policy
-
-
-PolicyDep = Annotated[DispatchPolicy, Depends(get_policy)]
 
 
 @router.post(
@@ -55,17 +42,14 @@ PolicyDep = Annotated[DispatchPolicy, Depends(get_policy)]
     response_model=TransferPublic,
     responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
 )
-async def attempt_transfer(
-    ticket_id: str, body: TransferCreate, uow: UowDep, policy: PolicyDep
-) -> TransferPublic:
+async def attempt_transfer(ticket_id: str, body: TransferCreate, deps: Deps) -> TransferPublic:
     """Record a transfer (`mode=transfer`, 转接) or a three-way call (`three_way`, 第三方通话)
     and whether it connected; publishes `hotline.transfer.attempted.v1`.
 
     `at` defaults to now; it may not be before the ticket's submission (422)."""
-    async with uow:
-        transfer = await handlers.attempt_transfer(
-            uow, ticket_id, body, now=utc_now(), policy=policy
-        )
+    transfer = await commands.attempt_transfer(
+        deps.database.unit_of_work, ticket_id, body, now=utc_now(), policy=deps.policy
+    )
     return _transfer(transfer)
 
 
@@ -84,7 +68,7 @@ async def attempt_transfer(
     },
 )
 async def create_work_order(
-    ticket_id: str, body: WorkOrderCreate, response: Response, uow: UowDep, policy: PolicyDep
+    ticket_id: str, body: WorkOrderCreate, response: Response, deps: Deps
 ) -> WorkOrderPublic:
     """Dispatch a work order (工单) to a department; publishes `hotline.workorder.created.v1`.
 
@@ -96,8 +80,9 @@ async def create_work_order(
     ticket (重办) gets a new work order the same way. `at` may not be before the ticket's
     submission (422)."""
     now = utc_now()
-    async with uow:
-        work_order = await handlers.create_work_order(uow, ticket_id, body, now=now, policy=policy)
+    work_order = await commands.create_work_order(
+        deps.database.unit_of_work, ticket_id, body, now=now, policy=deps.policy
+    )
     response.headers["Location"] = f"/work-orders/{work_order.work_order_id}"
     return _work_order(work_order, now)
 
@@ -108,29 +93,29 @@ async def create_work_order(
     response_model=ReplyPublic,
     responses={**NO_WORK_ORDER, **MALFORMED_JSON},
 )
-async def reply_to_work_order(work_order_id: str, body: ReplyCreate, uow: UowDep) -> ReplyPublic:
+async def reply_to_work_order(work_order_id: str, body: ReplyCreate, deps: Deps) -> ReplyPublic:
     """Record a department's reply (部门回复); publishes `hotline.workorder.replied.v1`.
 
     The first reply is what the rates use and never changes (`first: true`); later replies
     are kept with `first: false`. `at` may not be before the work order's `created_at` nor
     before its first reply (422)."""
-    async with uow:
-        reply = await handlers.reply_to_work_order(uow, work_order_id, body, now=utc_now())
+    reply = await commands.reply_to_work_order(
+        deps.database.unit_of_work, work_order_id, body, now=utc_now()
+    )
     return _reply(reply)
 
 
 @router.get("/work-orders/{work_order_id}", response_model=WorkOrderDetail, responses=NO_WORK_ORDER)
-async def read_work_order(work_order_id: str, uow: UowDep) -> WorkOrderDetail:
+async def read_work_order(work_order_id: str, db: ReadDep) -> WorkOrderDetail:
     """One work order with all its replies, oldest first."""
-    async with uow:
-        work_order, replies = await handlers.get_work_order(uow, work_order_id)
+    work_order, replies = await views.get_work_order(db, work_order_id)
     shown = _work_order(work_order, utc_now())
     return WorkOrderDetail(**shown.model_dump(), replies=[_reply(r) for r in replies])
 
 
 @router.get("/work-orders", response_model=WorkOrderPage)
 async def list_work_orders(
-    uow: UowDep,
+    db: ReadDep,
     status: Annotated[
         StatusFilter | None,
         Query(
@@ -145,29 +130,27 @@ async def list_work_orders(
 ) -> WorkOrderPage:
     """Work orders, earliest `due_at` first (the most overdue lead); follow `next_cursor`."""
     now = utc_now()
-    async with uow:
-        work_orders, next_cursor = await handlers.list_work_orders(
-            uow,
-            status=status,
-            city=city,
-            department=department,
-            now=now,
-            limit=limit,
-            cursor=cursor,
-        )
+    work_orders, next_cursor = await views.list_work_orders(
+        db,
+        status=status,
+        city=city,
+        department=department,
+        now=now,
+        limit=limit,
+        cursor=cursor,
+    )
     return WorkOrderPage(items=[_work_order(w, now) for w in work_orders], next_cursor=next_cursor)
 
 
 @router.get("/tickets/{ticket_id}", response_model=DispatchTicketPublic, responses=NOT_YET_KNOWN)
-async def read_ticket(ticket_id: str, uow: UowDep, policy: PolicyDep) -> DispatchTicketPublic:
+async def read_ticket(ticket_id: str, db: ReadDep, deps: Deps) -> DispatchTicketPublic:
     """Dispatch's view of a ticket: transfers, work orders and whether it is reopened (重办).
 
     An unsatisfied callback reopens the ticket (`reopened: true`, `reopen_count` + 1); it
     stays reopened, through any new work order, until a later callback is answered
     satisfied or basically satisfied."""
     now = utc_now()
-    async with uow:
-        view = await handlers.get_ticket_view(uow, ticket_id, policy)
+    view = await views.get_ticket_view(db, ticket_id, deps.policy)
     ticket = view.ticket
     return DispatchTicketPublic(
         ticket_id=ticket.ticket_id,

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.dispatch import handlers
 from services.dispatch.api import router
-from services.dispatch.handlers import DispatchPolicy
-from services.dispatch.sweeper import run_overdue_sweeper
-from shared.events import CallbackLogged, TicketSubmitted
-from shared.runtime import ServiceSpec, create_service_app
+from services.dispatch.deps import DispatchDeps
+from services.dispatch.domain import DispatchPolicy
+from services.dispatch.projections import projections
+from services.dispatch.sweeper import overdue_sweeper
+from shared.app import create_service_app
+from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 from shared.workdays import WorkCalendar
 
 log = logging.getLogger(__name__)
+
+SPEC = ServiceSpec(
+    name="dispatch",
+    title="12345 hotline: dispatch",
+    migrations=Path(__file__).parent / "migrations",
+    routers=[router],
+    publishes=True,
+    consumes=("intake", "followup"),
+    projections=projections,
+    background=(overdue_sweeper,),
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,24 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "work calendar loaded",
         extra={"holiday_file": str(holiday_file), "holiday_file_years": list(calendar.file_years)},
     )
-    app = create_service_app(
-        ServiceSpec(
-            name="dispatch",
-            title="12345 hotline: dispatch",
-            routers=[router],
-            publishes=True,
-            consumes=("intake", "followup"),
-            handlers={
-                TicketSubmitted: handlers.record_ticket,
-                CallbackLogged: handlers.record_callback,
-            },
-            background=(run_overdue_sweeper,),
-        ),
-        settings,
-    )
-    app.state.dispatch_policy = DispatchPolicy(
+    runtime = Runtime(SPEC, settings)
+    policy = DispatchPolicy(
         calendar=calendar,
         default_due_working_days=settings.default_due_working_days,
         retry_after_seconds=settings.retry_after_seconds,
     )
-    return app
+    deps = DispatchDeps(database=runtime.database, settings=settings, policy=policy)
+    return create_service_app(runtime, deps)

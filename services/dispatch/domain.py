@@ -15,9 +15,19 @@ from datetime import datetime
 from typing import Literal
 
 from shared.events import CalendarSource
+from shared.names import SATISFIED
+from shared.workdays import WorkCalendar
 
-SATISFIED = frozenset({"satisfied", "basically_satisfied"})
 WorkOrderStatus = Literal["unanswered", "replied"]
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """What dispatch's commands need from the configuration, made once at startup."""
+
+    calendar: WorkCalendar
+    default_due_working_days: int
+    retry_after_seconds: int
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,17 @@ from sqlalchemy import Column, DateTime, Index, String, Text, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from shared.bus_tables import add_bus_tables
 from shared.clock import not_in_future
 from shared.events import CalendarSource, Channel, ReplyQuality, Satisfaction, TransferMode
 
 
 class DispatchModel(SQLModel, registry=registry()):
     """Base of dispatch's tables."""
+
+
+METADATA = add_bus_tables(DispatchModel.metadata, with_outbox=True)
+"""Dispatch's tables, with the bus tables every service has (`shared.bus_tables`)."""
 
 
 def _when(nullable: bool = False) -> Column[datetime]:

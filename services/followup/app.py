@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
-from services.followup import handlers
 from services.followup.api import router
-from shared.events import TicketSubmitted, WorkOrderReplied
-from shared.runtime import ServiceSpec, create_service_app
+from services.followup.projections import projections
+from shared.app import ServiceDeps, create_service_app
+from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
+
+SPEC = ServiceSpec(
+    name="followup",
+    title="12345 hotline: followup",
+    migrations=Path(__file__).parent / "migrations",
+    routers=[router],
+    publishes=True,
+    consumes=("intake", "dispatch"),
+    projections=projections,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build followup's app."""
-    return create_service_app(
-        ServiceSpec(
-            name="followup",
-            title="12345 hotline: followup",
-            routers=[router],
-            publishes=True,
-            consumes=("intake", "dispatch"),
-            handlers={
-                TicketSubmitted: handlers.record_ticket,
-                WorkOrderReplied: handlers.record_reply,
-            },
-        ),
-        settings or Settings(),
-    )
+    settings = settings or Settings()
+    runtime = Runtime(SPEC, settings)
+    return create_service_app(runtime, ServiceDeps(database=runtime.database, settings=settings))

@@ -16,6 +16,7 @@ from sqlalchemy import Column, DateTime, Index, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from shared.bus_tables import add_bus_tables
 from shared.clock import not_in_future
 from shared.events import Channel, Satisfaction
 
@@ -24,6 +25,10 @@ EligibleReason = Literal["resolved_at_first_contact", "work_order_replied"]
 
 class FollowupModel(SQLModel, registry=registry()):
     """Base of followup's tables."""
+
+
+METADATA = add_bus_tables(FollowupModel.metadata, with_outbox=True)
+"""Followup's tables, with the bus tables every service has (`shared.bus_tables`)."""
 
 
 def _when(nullable: bool = False) -> Column[datetime]:

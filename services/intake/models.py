@@ -11,12 +11,17 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from services.intake.privacy import normalize_phone
+from shared.bus_tables import add_bus_tables
 from shared.clock import not_in_future
-from shared.events import Category, Channel
+from shared.events import CallOutcome, Category, Channel
 
 
 class IntakeModel(SQLModel, registry=registry()):
     """Base of intake's tables: its own metadata, so no other service's tables mix in."""
+
+
+METADATA = add_bus_tables(IntakeModel.metadata, with_outbox=True)
+"""Intake's tables, with the bus tables every service has (`shared.bus_tables`)."""
 
 
 class Ticket(IntakeModel, table=True):
@@ -43,14 +48,11 @@ class Ticket(IntakeModel, table=True):
     request_fingerprint: str | None = Field(default=None, max_length=64)
 
 
-class CallInput(BaseModel):
-    """How the contact went. For `online`, `answered` means the submission went through."""
+class CallInput(CallOutcome):
+    """How the contact went (the event's `CallOutcome`, strict about unknown fields). For
+    `online`, `answered` means the submission went through."""
 
     model_config = ConfigDict(extra="forbid")
-
-    answered: bool
-    wait_seconds: float | None = PydanticField(default=None, ge=0, le=86_400)
-    resolved_at_first_contact: bool
 
     @model_validator(mode="after")
     def _consistent(self) -> CallInput:
@@ -95,14 +97,6 @@ class TicketCreate(BaseModel):
         return call
 
 
-class CallPublic(BaseModel):
-    """The contact's outcome as shown."""
-
-    answered: bool
-    wait_seconds: float | None
-    resolved_at_first_contact: bool
-
-
 class TicketPublic(BaseModel):
     """A ticket as the API shows it: never the full phone number, never its hash."""
 
@@ -116,7 +110,7 @@ class TicketPublic(BaseModel):
     evaluator: str | None
     submitted_at: datetime
     recorded_at: datetime
-    call: CallPublic
+    call: CallOutcome
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketPublic:
@@ -132,7 +126,7 @@ class TicketPublic(BaseModel):
             evaluator=ticket.evaluator,
             submitted_at=ticket.submitted_at,
             recorded_at=ticket.recorded_at,
-            call=CallPublic(
+            call=CallOutcome(
                 answered=ticket.call_answered,
                 wait_seconds=ticket.wait_seconds,
                 resolved_at_first_contact=ticket.resolved_at_first_contact,

@@ -1,16 +1,16 @@
-"""Metrics's routes: parse the filters, read, shape the answer. No SQL here."""
+"""Metrics's routes: parse the filters, call a view, shape the answer. No SQL here."""
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
+from services.metrics.deps import Deps
 from services.metrics.models import (
     UNANSWERED_CSV_COLUMNS,
     RateGroup,
@@ -20,28 +20,22 @@ from services.metrics.models import (
     UnansweredWorkOrder,
     rates_public,
 )
-from services.metrics.queries import (
+from services.metrics.rates import Totals, rates_of
+from services.metrics.views import (
     Dimension,
     RateFilter,
     UnansweredQuery,
     read_totals,
     unanswered_work_orders,
 )
-from services.metrics.rates import Totals, rates_of
+from shared.app import ReadDep
+from shared.clock import utc_now
 from shared.events import Channel
 from shared.pagination import decode_cursor, encode_cursor
-from shared.runtime import UowDep
-from shared.workdays import WorkCalendar
 
 router = APIRouter(tags=["metrics"])
 
 Name = Annotated[str | None, Query(min_length=1, max_length=64)]
-
-
-def get_calendar(request: Request) -> WorkCalendar:
-    """The working-day calendar loaded at startup."""
-    calendar: WorkCalendar = request.app.state.calendar
-    return calendar
 
 
 def rate_filter(
@@ -79,32 +73,29 @@ def rate_filter(
 
 
 FilterDep = Annotated[RateFilter, Depends(rate_filter)]
-CalendarDep = Annotated[WorkCalendar, Depends(get_calendar)]
 
 
 @router.get("/rates", response_model=RatesPublic)
-async def read_rates(uow: UowDep, filters: FilterDep) -> RatesPublic:
+async def read_rates(db: ReadDep, filters: FilterDep) -> RatesPublic:
     """Every evaluation rate of the selected tickets, each with numerator and denominator.
 
     A rate whose denominator is 0 has `value: null`. Transfers, work orders, replies and
     callbacks belong to their ticket (its city, channel, scenario and `submitted_at`): one
     whose ticket's own event has not arrived yet is counted as soon as it does. Callbacks
     are counted per callback for satisfaction, per ticket for the callback rate."""
-    async with uow:
-        totals = await read_totals(uow, filters, by=None, now=datetime.now(UTC))
+    totals = await read_totals(db, filters, by=None, now=utc_now())
     total = next(iter(totals.values()), Totals())
     return RatesPublic(rates=rates_public(rates_of(total)))
 
 
 @router.get("/rates/by/{dimension}", response_model=RatesByPublic)
-async def read_rates_by(dimension: Dimension, uow: UowDep, filters: FilterDep) -> RatesByPublic:
+async def read_rates_by(dimension: Dimension, db: ReadDep, filters: FilterDep) -> RatesByPublic:
     """The rates per city, channel, scenario or department, with the same filters.
 
     Grouped by department, the call and callback rates (which ignore department) are the
     same in every group.
     """
-    async with uow:
-        totals = await read_totals(uow, filters, by=dimension, now=datetime.now(UTC))
+    totals = await read_totals(db, filters, by=dimension, now=utc_now())
     return RatesByPublic(
         by=dimension,
         groups=[
@@ -125,8 +116,8 @@ async def read_rates_by(dimension: Dimension, uow: UowDep, filters: FilterDep) -
     },
 )
 async def audit_unanswered(
-    uow: UowDep,
-    calendar: CalendarDep,
+    db: ReadDep,
+    deps: Deps,
     city: Name = None,
     department: Name = None,
     overdue_only: bool = False,
@@ -142,10 +133,9 @@ async def audit_unanswered(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    async with uow:
-        total, items, more = await unanswered_work_orders(
-            uow, query, now=datetime.now(UTC), calendar=calendar
-        )
+    total, items, more = await unanswered_work_orders(
+        db, query, now=utc_now(), calendar=deps.calendar
+    )
     next_cursor = encode_cursor(items[-1].due_at, items[-1].work_order_id) if more else None
     if format == "csv":
         headers = {"X-Total-Count": str(total)}

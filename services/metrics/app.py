@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from services.metrics.api import router
-from services.metrics.calendar_days import keep_working_days
-from services.metrics.handlers import HANDLERS
-from services.metrics.prometheus import install_series, refresh_series
-from shared.runtime import ServiceSpec, create_service_app
+from services.metrics.calendar_days import working_days_keeper
+from services.metrics.deps import MetricsDeps
+from services.metrics.projections import projections
+from services.metrics.prometheus import install_series, rate_series_refresher
+from services.metrics.unit_of_work import MetricsUnitOfWork
+from shared.app import create_service_app
+from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 from shared.workdays import WorkCalendar
 
@@ -17,18 +22,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build metrics's app; the working-day calendar is loaded here, never at import."""
     settings = settings or Settings()
     calendar = WorkCalendar.load(settings.holiday_path())
-    app = create_service_app(
-        ServiceSpec(
-            name="metrics",
-            title="12345 hotline: metrics",
-            routers=[router],
-            publishes=False,
-            consumes=["intake", "dispatch", "followup"],
-            handlers=HANDLERS,
-            background=[refresh_series, keep_working_days(calendar)],
-        ),
-        settings,
+    spec = ServiceSpec(
+        name="metrics",
+        title="12345 hotline: metrics",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        publishes=False,
+        consumes=("intake", "dispatch", "followup"),
+        projections=projections,
+        background=(rate_series_refresher, working_days_keeper(calendar)),
+        unit_of_work=MetricsUnitOfWork,
     )
-    app.state.calendar = calendar
+    runtime = Runtime(spec, settings)
     install_series()
-    return app
+    return create_service_app(
+        runtime, MetricsDeps(database=runtime.database, settings=settings, calendar=calendar)
+    )

@@ -12,20 +12,18 @@ change is not rewritten, so replicas starting together only wait on each other b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from datetime import date, timedelta
+from typing import Final
 
 import sqlalchemy as sa
 
-from shared.db import UnitOfWork
-from shared.retry import Backoff, is_transient
+from shared.background import Periodic
+from shared.clock import utc_now
+from shared.db import Transaction
+from shared.runtime import BackgroundWorkFactory, WorkContext
 from shared.workdays import WorkCalendar, local_day
-
-if TYPE_CHECKING:
-    from shared.runtime import BackgroundTask, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +69,11 @@ _UPSERT: Final = sa.text(
 """One statement for all the rows (a column of values per parameter), in date order."""
 
 
-async def store_calendar_days(uow: UnitOfWork, days: list[CalendarDay]) -> None:
+async def store_calendar_days(tx: Transaction, days: list[CalendarDay]) -> None:
     """Insert the days, or update those that changed (in the caller's transaction)."""
     if not days:
         return
-    await uow.execute(
+    await tx.execute(
         _UPSERT.bindparams(
             day=[d.day for d in days],
             is_working_day=[d.is_working_day for d in days],
@@ -84,32 +82,24 @@ async def store_calendar_days(uow: UnitOfWork, days: list[CalendarDay]) -> None:
     )
 
 
-def keep_working_days(calendar: WorkCalendar) -> BackgroundTask:
-    """The background task that writes the calendar now and every refresh interval."""
+def working_days_keeper(calendar: WorkCalendar) -> BackgroundWorkFactory:
+    """Background work that writes the calendar now and every refresh interval."""
 
-    async def run(runtime: Runtime, stopping: asyncio.Event) -> None:
-        settings = runtime.settings
-        backoff = Backoff(maximum=settings.consumer_max_backoff_seconds)
-        while not stopping.is_set():
-            last = last_day(local_day(datetime.now(UTC)))
+    def make(context: WorkContext) -> Periodic:
+        async def write() -> None:
+            last = last_day(local_day(utc_now()))
             # Deciding ~9,000 days the first time takes a while: not on the event loop.
             days = await asyncio.to_thread(calendar_days, calendar, FIRST_DAY, last)
-            try:
-                async with runtime.uow() as uow:
-                    await store_calendar_days(uow, days)
-                    await uow.commit()
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("working-day calendar not written")
-                    raise
-                log.warning("working-day calendar not written yet", extra={"error": repr(exc)})
-                await backoff.wait(stopping)
-                continue
-            backoff.reset()
+            async with context.new_uow() as uow:
+                await store_calendar_days(uow, days)
+                await uow.commit()
             log.debug("working-day calendar written", extra={"through": days[-1].day.isoformat()})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    stopping.wait(), timeout=settings.working_days_refresh_seconds
-                )
 
-    return run
+        return Periodic(
+            "working-days",
+            write,
+            interval=context.settings.working_days_refresh_seconds,
+            max_backoff=context.settings.consumer_max_backoff_seconds,
+        )
+
+    return make

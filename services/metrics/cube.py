@@ -1,5 +1,5 @@
 """The aggregate cells: which cells a fact's counters go to, applying changes to them, and
-which cells (plus which raw facts) answer a time window.
+rebuilding them from the facts (`windows` says which cells answer a time window).
 
 A fact of a ticket submitted at `t` in city C, channel H, scenario S adds its counters to
 the cells of three periods (all time, the month of `t`, the day of `t`, in Asia/Shanghai)
@@ -12,10 +12,9 @@ per group: at most (months + ~60 days) rows per group for a window, one with no 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from typing import Any, Final, Literal
+from datetime import date, datetime
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -38,13 +37,9 @@ from services.metrics.rates import (
     ZERO,
     Counts,
 )
-from shared.db import UnitOfWork
-from shared.workdays import SHANGHAI, local_day
-
-Grain = Literal["all", "month", "day"]
-GRAINS: Final[tuple[Grain, ...]] = ("all", "month", "day")
-ALL_TIME: Final = date(1970, 1, 1)
-"""The period of the all-time cells."""
+from services.metrics.windows import ALL_TIME, GRAINS, Grain
+from shared.db import Transaction
+from shared.workdays import local_day
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ def cell_keys(dims: Dims, department: str | None) -> list[CellKey]:
 
 class CellDeltas:
     """Changes to cells collected across a batch of events, then written in one statement
-    just before the batch commits (a UnitOfWork accumulator)."""
+    just before the batch commits (`unit_of_work.MetricsUnitOfWork`)."""
 
     def __init__(self) -> None:
         self._deltas: dict[CellKey, Counts] = {}
@@ -99,10 +94,6 @@ class CellDeltas:
         """Take in the changes of an event whose savepoint succeeded."""
         for key, counts in other._deltas.items():
             self._deltas[key] = self._deltas.get(key, ZERO) + counts
-
-    async def flush(self, uow: UnitOfWork) -> None:
-        """Write the changes into the cells."""
-        await apply_deltas(uow, self)
 
     def add(self, dims: Dims, department: str | None, counts: Counts) -> None:
         """Add (or, negative, remove) `counts` in every cell of the fact."""
@@ -151,91 +142,13 @@ _UPSERT_CELLS: Final = sa.text(
 prepared once; a multi-row VALUES would be compiled anew for every number of rows."""
 
 
-async def apply_deltas(uow: UnitOfWork, deltas: CellDeltas) -> None:
+async def apply_deltas(tx: Transaction, deltas: CellDeltas) -> None:
     """Add the collected changes to the cells (creating the cells that do not exist yet)."""
     rows = deltas.rows()
     if not rows:
         return
     columns = {name: [row[name] for row in rows] for name in _CELL_COLUMNS}
-    await uow.execute(_UPSERT_CELLS.bindparams(**columns))
-
-
-# --- Windows ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeriodRange:
-    """Cells of one grain with `start <= period < end` (None: unbounded)."""
-
-    grain: Grain
-    start: date | None = None
-    end: date | None = None
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """Raw facts of tickets with `start <= submitted_at < end` (None: unbounded)."""
-
-    start: datetime | None = None
-    end: datetime | None = None
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """What answers a window: sums of cells, plus sums of raw facts for partial days."""
-
-    cells: tuple[PeriodRange, ...]
-    raw: tuple[TimeRange, ...] = ()
-
-
-def midnight(day: date) -> datetime:
-    """00:00 Asia/Shanghai at the start of `day`."""
-    return datetime.combine(day, time(0), tzinfo=SHANGHAI)
-
-
-def plan_window(since: datetime | None, until: datetime | None) -> WindowPlan:
-    """Cover [since, until) with whole months, then whole days, then raw partial days.
-
-    No window: the all-time cells alone.
-    """
-    if since is None and until is None:
-        return WindowPlan(cells=(PeriodRange("all"),))
-    if since is not None and until is not None and since >= until:
-        return WindowPlan(cells=())
-    raw: list[TimeRange] = []
-    first_day: date | None = None  # first whole day in the window
-    end_day: date | None = None  # day after the last whole day
-    if since is not None:
-        first_day = local_day(since)
-        if midnight(first_day) < since:
-            first_day += timedelta(days=1)
-    if until is not None:
-        end_day = local_day(until)
-    if first_day is not None and end_day is not None and first_day >= end_day:
-        return WindowPlan(cells=(), raw=(TimeRange(since, until),))
-    if first_day is not None and since is not None and since < midnight(first_day):
-        raw.append(TimeRange(since, midnight(first_day)))
-    if end_day is not None and until is not None and midnight(end_day) < until:
-        raw.append(TimeRange(midnight(end_day), until))
-    return WindowPlan(cells=tuple(_whole_days(first_day, end_day)), raw=tuple(raw))
-
-
-def _whole_days(first: date | None, end: date | None) -> Iterator[PeriodRange]:
-    """Days [first, end) as whole months where possible, days at either side."""
-    first_month = first if first is None or first.day == 1 else _next_month(first)
-    end_month = None if end is None else end.replace(day=1)
-    if first_month is not None and end_month is not None and first_month >= end_month:
-        yield PeriodRange("day", first, end)
-        return
-    yield PeriodRange("month", first_month, end_month)
-    if first is not None and first_month is not None and first < first_month:
-        yield PeriodRange("day", first, first_month)
-    if end is not None and end_month is not None and end_month < end:
-        yield PeriodRange("day", end_month, end)
-
-
-def _next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    await tx.execute(_UPSERT_CELLS.bindparams(**columns))
 
 
 # --- Rebuilding the cells from the facts --------------------------------------------------
@@ -295,8 +208,8 @@ def rebuild_cells_sql(grain: Grain) -> str:
     )
 
 
-async def rebuild_cells(uow: UnitOfWork) -> None:
+async def replace_cells(tx: Transaction) -> None:
     """Replace every cell by the sums of the counted facts (in the caller's transaction)."""
-    await uow.execute(sa.delete(rate_cells))
+    await tx.execute(sa.delete(rate_cells))
     for grain in GRAINS:
-        await uow.execute(sa.text(rebuild_cells_sql(grain)))
+        await tx.execute(sa.text(rebuild_cells_sql(grain)))

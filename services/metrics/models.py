@@ -27,19 +27,21 @@ from services.metrics.rates import (
     CALLBACK_COUNTERS,
     COUNTERS,
     DECIMAL_COUNTERS,
-    RATE_NAMES,
     TICKET_COUNTERS,
     TRANSFER_COUNTERS,
     WORK_ORDER_COUNTERS,
     Rate,
 )
+from shared.bus_tables import add_bus_tables
+from shared.names import RATE_NAMES
 
 
 class MetricsModel(SQLModel, registry=registry()):
     """Base of metrics's tables: its own metadata, so no other service's tables mix in."""
 
 
-METADATA = MetricsModel.metadata
+METADATA = add_bus_tables(MetricsModel.metadata, with_outbox=False)
+"""Metrics's tables, with the processed-events table it shares with every service."""
 ALL = ""
 """The key part of a cell summed over every value of that dimension."""
 

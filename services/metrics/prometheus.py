@@ -8,32 +8,27 @@
 - Gauges `hotline_rate_ratio{rate, city}` and `hotline_avg_wait_seconds{city}` over the last
   `rates_window_days` days of tickets. A rate whose denominator is 0 has no sample.
 
-Both are recomputed every `rates_refresh_seconds` by a background task; a scrape only reads
+Both are recomputed every `rates_refresh_seconds` by background work; a scrape only reads
 the last snapshot.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.metrics.queries import RateFilter, outcomes_by_city_and_channel, read_totals
 from services.metrics.rates import Counts, Rate, rates_of
-from shared.db import UnitOfWork
-from shared.retry import is_transient
-
-if TYPE_CHECKING:
-    from shared.runtime import Runtime
+from services.metrics.views import RateFilter, outcomes_by_city_and_channel, read_totals
+from shared.background import Periodic
+from shared.clock import utc_now
+from shared.db import ReadTransaction
+from shared.runtime import WorkContext
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +161,11 @@ def install_series() -> HotlineSeries:
     return SERIES
 
 
-async def read_snapshot(uow: UnitOfWork, *, now: datetime, window_days: int) -> Snapshot:
+async def read_snapshot(db: ReadTransaction, *, now: datetime, window_days: int) -> Snapshot:
     """Read the outcome totals and the per-city rates of the window ending now."""
-    outcomes = await outcomes_by_city_and_channel(uow)
+    outcomes = await outcomes_by_city_and_channel(db)
     window = RateFilter(since=now - timedelta(days=window_days))
-    totals = await read_totals(uow, window, by="city", now=now)
+    totals = await read_totals(db, window, by="city", now=now)
     return Snapshot(
         outcomes=outcomes,
         city_rates={city: rates_of(total) for city, total in totals.items()},
@@ -179,21 +174,16 @@ async def read_snapshot(uow: UnitOfWork, *, now: datetime, window_days: int) -> 
     )
 
 
-async def refresh_series(runtime: Runtime, stopping: asyncio.Event) -> None:
-    """Background task: recompute the series now and every `rates_refresh_seconds`."""
-    settings = runtime.settings
-    while not stopping.is_set():
-        started = time.monotonic()
-        try:
-            async with runtime.uow() as uow:
-                SERIES.snapshot = await read_snapshot(
-                    uow, now=datetime.now(UTC), window_days=settings.rates_window_days
-                )
-        except Exception as exc:
-            if not is_transient(exc):
-                log.exception("rate series refresh failed; the series stay as they were")
-                raise
-            log.warning("rate series not refreshed", extra={"error": repr(exc)})
-        log.debug("rate series refreshed", extra={"seconds": time.monotonic() - started})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=settings.rates_refresh_seconds)
+def rate_series_refresher(context: WorkContext) -> Periodic:
+    """Background work: recompute the series now and every `rates_refresh_seconds`; a failed
+    refresh leaves the last snapshot in place."""
+    settings = context.settings
+
+    async def refresh() -> None:
+        async with context.read() as db:
+            SERIES.snapshot = await read_snapshot(
+                db, now=utc_now(), window_days=settings.rates_window_days
+            )
+
+    interval = settings.rates_refresh_seconds
+    return Periodic("rate-series", refresh, interval=interval, max_backoff=interval)

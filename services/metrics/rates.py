@@ -66,7 +66,6 @@ DECIMAL_COUNTERS: Final = frozenset({"phone_wait_seconds"})
 
 WAIT_QUANTUM: Final = Decimal("0.001")
 QUICK_ANSWER_SECONDS: Final = Decimal(15)
-SATISFIED: Final = frozenset({"satisfied", "basically_satisfied"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,21 +283,6 @@ class Totals:
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(self.counts + other.counts, self.awaiting_reply + other.awaiting_reply)
-
-
-RATE_NAMES: Final = (
-    "connection_rate",
-    "avg_wait_seconds",
-    "answered_within_15s_rate",
-    "first_contact_resolution_rate",
-    "transfer_failure_rate",
-    "three_way_failure_rate",
-    "unanswered_rate",
-    "reply_timeliness_rate",
-    "definite_reply_rate",
-    "callback_rate",
-    "satisfaction_rate",
-)
 
 
 def rates_of(totals: Totals) -> dict[str, Rate]:

@@ -10,12 +10,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
-from services.dispatch import handlers as dispatch_handlers
+from services.dispatch import commands as dispatch_commands
 from shared.db import new_id
-from shared.envelope import encode, event_data
 from shared.events import CallOutcome, TicketSubmitted, WorkOrderReplied
 from shared.workdays import WorkCalendar, due_at
 from tests.support import eventually, headers_of, read_topic, running_service
+from tests.support import publish as publish_event
 
 pytestmark = pytest.mark.e2e
 
@@ -57,15 +57,7 @@ async def start(stack, settings, *names):
 async def publish(producer, topic, *events):
     """Put events on a topic as their owner's relay would."""
     for event in events:
-        record = encode(
-            event_id=new_id(),
-            ce_type=event.ce_type,
-            source="/test",
-            time=event.occurred_at(),
-            key=event.ticket_id,
-            data=event_data(event),
-        )
-        await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+        await publish_event(producer, topic, event)
 
 
 async def redeliver(producer, record):
@@ -410,10 +402,9 @@ async def test_two_sweepers_racing_announce_each_overdue_work_order_exactly_once
         async def sweeper():
             swept = []
             while True:
-                async with dispatch.runtime.uow() as uow:
-                    batch = await dispatch_handlers.sweep_overdue(
-                        uow, now=datetime.now(UTC), limit=2
-                    )
+                batch = await dispatch_commands.sweep_overdue(
+                    dispatch.runtime.database.unit_of_work, now=datetime.now(UTC), limit=2
+                )
                 if not batch:
                     return swept
                 swept.extend(batch)

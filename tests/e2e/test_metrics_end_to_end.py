@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 
 from hotline.cli import app as cli_app
 from hotline.embedded import free_port
-from shared.serve import load_app
 from shared.workdays import WorkCalendar, working_days_between
-from tests.support import ServiceClient, eventually, running_service
+from tests.support import ServiceClient, eventually, load_app, running_service
 
 pytestmark = pytest.mark.e2e
 

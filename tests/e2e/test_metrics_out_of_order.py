@@ -18,9 +18,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.metrics.cube import rebuild_cells
+from services.metrics.commands import rebuild_cells
 from services.metrics.models import METADATA, rate_cells
-from shared.envelope import encode, event_data
 from shared.events import (
     CallbackLogged,
     CallOutcome,
@@ -30,7 +29,7 @@ from shared.events import (
     WorkOrderReplied,
 )
 from shared.workdays import WorkCalendar, working_days_between
-from tests.support import eventually, running_service
+from tests.support import eventually, record_of, running_service
 
 pytestmark = pytest.mark.e2e
 
@@ -205,14 +204,7 @@ class Publisher:
     async def send(self, owner, event, event_id=None):
         event_id = event_id or str(uuid.uuid4())
         self.event_ids.add(event_id)
-        record = encode(
-            event_id=event_id,
-            ce_type=event.ce_type,
-            source=f"/hotline/{owner}",
-            time=event.occurred_at(),
-            key=event.ticket_id,
-            data=event_data(event),
-        )
+        record = record_of(event, event_id, source=f"/hotline/{owner}")
         await self.producer.send_and_wait(
             self.settings.topic(owner), record.value, key=record.key, headers=record.headers
         )
@@ -220,7 +212,7 @@ class Publisher:
 
 
 async def processed_count(metrics):
-    async with metrics.runtime.uow() as uow:
+    async with metrics.runtime.database.unit_of_work() as uow:
         result = await uow.execute(sa.text("SELECT count(*) FROM processed_events"))
         return result.scalar_one()
 
@@ -284,11 +276,12 @@ async def test_out_of_order_and_duplicated_events_are_counted_once_and_exactly(s
             message="rate series refreshed",
         )
 
-        async with metrics.runtime.uow() as uow:
-            kept = await all_cells(uow)
-            await rebuild_cells(uow)
-            rebuilt = await all_cells(uow)
-            connection = await uow.session.connection()
+        async with metrics.runtime.database.read() as db:
+            kept = await all_cells(db)
+        await rebuild_cells(metrics.runtime.database.unit_of_work)
+        async with metrics.runtime.database.read() as db:
+            rebuilt = await all_cells(db)
+            connection = await db.session.connection()
             drift = await connection.run_sync(
                 lambda sync: compare_metadata(_context(sync), METADATA)
             )

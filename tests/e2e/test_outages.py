@@ -1,15 +1,20 @@
 """Outages: the broker stalls or the database goes away, and nothing accepted is lost."""
 
-import asyncio
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from hotline.embedded import start_broker, start_postgres
+from hotline.embedded import start_broker
 from tests.e2e.test_intake import ticket
-from tests.support import eventually, headers_of, read_topic, running_service, settings_for
+from tests.support import (
+    eventually,
+    headers_of,
+    local_postgres,
+    read_topic,
+    running_service,
+    scratch_dir,
+    settings_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def own_broker():
     """A broker of this test's own, so pausing it disturbs no other test."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hotline-outage-"))
+    data_dir = scratch_dir("outage-")
     broker = start_broker(data_dir)
     yield broker
     broker.stop()
@@ -57,21 +62,15 @@ async def test_tickets_taken_while_the_broker_is_paused_are_published_once_it_re
 
 
 async def test_with_the_database_down_intake_answers_503_and_recovers_when_it_is_back(infra):
-    data_dir = Path(tempfile.mkdtemp(prefix="hotline-dbdown-"))
-    data_dir.chmod(0o711)
-    postgres = start_postgres(data_dir)
-    try:
+    with local_postgres() as postgres:
         settings = settings_for(infra, postgres.url)
         async with running_service("intake", settings) as intake:
             postgres.stop()
             down = await intake.http.post("/tickets", json=ticket())
             ready = await intake.http.get("/readyz")
-            postgres = start_postgres(data_dir, postgres.port)
+            postgres.start_again()
             up = await intake.http.post("/tickets", json=ticket())
             listed = (await intake.http.get("/tickets")).json()["items"]
-    finally:
-        postgres.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
     assert down.status_code == 503
     assert down.headers["Retry-After"] == "1"
     assert ready.status_code == 503
@@ -83,13 +82,19 @@ async def test_with_the_database_down_intake_answers_503_and_recovers_when_it_is
 async def test_a_service_whose_loop_died_says_it_is_not_ready(settings):
     """A dead background loop must not hide behind a green /readyz."""
 
-    async def crashing(runtime, stopping):
-        raise RuntimeError("a bug")
+    class Crashing:
+        name = "crashing"
+        max_backoff = 60.0
+
+        async def step(self):
+            raise RuntimeError("a bug")
 
     async with running_service("intake", settings) as intake:
         assert (await intake.http.get("/readyz")).status_code == 200
-        task = intake.runtime.spawn(crashing(intake.runtime, asyncio.Event()), "crashing")
-        await eventually(task.done, message="loop finished")
+        intake.runtime.run_in_background(Crashing())
+        await eventually(
+            lambda: "crashing" in intake.runtime.runner.problems(), message="loop failed"
+        )
         ready = await intake.http.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"]["loops"] == "stopped: crashing"
+    assert ready.json()["checks"]["loops"] == "crashing: failed: RuntimeError('a bug')"

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from hotline.embedded import free_port
 from tests.e2e.test_intake import ticket
-from tests.support import eventually, read_topic
+from tests.support import eventually, read_topic, scratch_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +54,7 @@ class StackProcess:
 
     def __init__(self, *, simulator: bool = False, **extra_env: str) -> None:
         self.simulator = simulator
-        self.data_dir = Path(tempfile.mkdtemp(prefix="hotline-up-"))
-        self.data_dir.chmod(0o711)
+        self.data_dir = scratch_dir("up-")
         self.ports = {name: free_port() for name in SERVICES}
         env = {
             k: v
@@ -81,6 +79,7 @@ class StackProcess:
             "-m",
             "hotline.cli",
             "up",
+            "--simulator" if self.simulator else "--no-simulator",
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -3,22 +3,26 @@
 import asyncio
 import contextlib
 import json
-import shutil
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from hotline.embedded import start_postgres
+from shared.background import Runner
 from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
-from shared.db import UnitOfWork, make_engine, make_sessions
-from shared.envelope import encode, event_data
+from shared.db import Transaction, UnitOfWork, make_engine, make_sessions
 from shared.events import TicketSubmitted, TransferAttempted
-from shared.kafka import dlq_topic, ensure_topics, make_producer
-from tests.support import eventually, headers_of, read_topic, running_service, settings_for
+from shared.kafka import KafkaClients, dlq_topic, ensure_topics, make_producer
+from shared.projections import Projections
+from tests.support import (
+    eventually,
+    headers_of,
+    local_postgres,
+    publish,
+    read_topic,
+    running_service,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +50,7 @@ async def test_two_relays_of_one_service_publish_each_event_once_in_order_per_ti
     ):
         for n in range(40):
             runtime = (one if n % 2 else two).runtime
-            async with runtime.uow() as uow:
+            async with runtime.database.unit_of_work() as uow:
                 await uow.emit(transfer(f"ticket-{n % 4}", n))
                 await uow.commit()
         records = await read_topic(infra.bootstrap_servers, settings.topic("intake"), at_least=40)
@@ -62,13 +66,13 @@ async def test_two_relays_of_one_service_publish_each_event_once_in_order_per_ti
 
 async def test_the_outbox_marks_rows_published_only_once_the_broker_has_them(settings, infra):
     async with running_service("intake", settings) as intake:
-        async with intake.runtime.uow() as uow:
+        async with intake.runtime.database.unit_of_work() as uow:
             await uow.emit(transfer("ticket-x", 1))
             await uow.commit()
         await read_topic(infra.bootstrap_servers, settings.topic("intake"), at_least=1)
 
         async def published() -> bool:
-            async with intake.runtime.uow() as uow:
+            async with intake.runtime.database.unit_of_work() as uow:
                 result = await uow.execute(
                     sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
                 )
@@ -109,8 +113,12 @@ class Probe:
         return UnitOfWork(self.sessions, source="/probe", topic=None)
 
 
-async def apply_transfer(uow: UnitOfWork, event: TransferAttempted) -> None:
-    await uow.execute(
+PROBE_PROJECTIONS = Projections[Transaction]()
+
+
+@PROBE_PROJECTIONS.on(TransferAttempted)
+async def apply_transfer(tx: Transaction, event: TransferAttempted) -> None:
+    await tx.execute(
         sa.text("INSERT INTO applied VALUES (:t, :x)").bindparams(
             t=event.ticket_id, x=event.transfer_id
         )
@@ -121,78 +129,67 @@ async def apply_transfer(uow: UnitOfWork, event: TransferAttempted) -> None:
 async def probe_loop(settings, topic: str):
     probe = Probe(settings, schema="probe")
     await probe.create_tables()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    clients = KafkaClients(
+        settings,
+        client_id="probe",
         group_id=f"{settings.topic_prefix}probe",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        consumes=[topic],
+        topics=[topic, dlq_topic(topic)],
     )
-    producer = make_producer(settings, client_id="probe")
-    await consumer.start()
-    await producer.start()
+    await clients.start()
     loop = ConsumerLoop(
         service="probe",
-        source=KafkaSource(consumer, batch_size=100, poll_ms=100),
-        handlers={TransferAttempted: apply_transfer},
+        source=KafkaSource(clients, batch_size=100, poll_ms=100),
+        projections=PROBE_PROJECTIONS,
         new_uow=probe.uow,
-        dead_letters=KafkaDeadLetterSink(producer),
+        dead_letters=KafkaDeadLetterSink(clients),
         max_backoff_seconds=0.2,
     )
     stopping = asyncio.Event()
-    task = asyncio.create_task(loop.run(stopping))
+    task = Runner("probe").start(loop, until=stopping)
     try:
         yield probe
     finally:
         stopping.set()
         await task
-        await consumer.stop()
-        await producer.stop()
+        await clients.stop()
         await probe.engine.dispose()
 
 
-async def send(producer: AIOKafkaProducer, topic: str, event, event_id: str) -> None:
-    record = encode(
-        event_id=event_id,
-        ce_type=event.ce_type,
-        source="/test",
-        time=event.occurred_at(),
-        key=event.ticket_id,
-        data=event_data(event),
-    )
-    await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
-
-
-async def test_a_redelivered_event_changes_nothing_and_poison_goes_to_the_dlq(settings):
-    topic = settings.topic("dispatch")
+@contextlib.asynccontextmanager
+async def producer_on(settings, topic: str):
+    """A producer to `topic` (and the topic and its dead-letter topic)."""
     await ensure_topics(settings, [topic, dlq_topic(topic)])
     producer = make_producer(settings, client_id="test")
     await producer.start()
     try:
-        async with probe_loop(settings, topic) as probe:
-            await send(producer, topic, transfer("t-1", 1), "event-1")
-            await send(producer, topic, transfer("t-1", 1), "event-1")  # redelivered copy
-            await producer.send_and_wait(
-                topic, b"{not json", key=b"t-2", headers=[("ce_type", b"x")]
-            )
-            unknown = TicketSubmitted(
-                ticket_id="t-3",
-                city="大连",
-                channel="online",
-                scenario="s",
-                category="help",
-                submitted_at=AT,
-                call={"answered": True, "resolved_at_first_contact": True},
-            )
-            await send(producer, topic, unknown, "event-3")  # no handler: skipped
-            await send(producer, topic, transfer("t-4", 2), "event-4")  # after the poison
-            await eventually(
-                lambda: _count(probe.applied(), 2), message="both distinct transfers applied"
-            )
-            dead = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(topic), at_least=1)
-            assert await probe.applied() == [("t-1", "1"), ("t-4", "2")]
+        yield producer
     finally:
         await producer.stop()
+
+
+async def test_a_redelivered_event_changes_nothing_and_poison_goes_to_the_dlq(settings):
+    topic = settings.topic("dispatch")
+    async with producer_on(settings, topic) as producer, probe_loop(settings, topic) as probe:
+        await publish(producer, topic, transfer("t-1", 1), "event-1")
+        await publish(producer, topic, transfer("t-1", 1), "event-1")  # redelivered copy
+        await producer.send_and_wait(topic, b"{not json", key=b"t-2", headers=[("ce_type", b"x")])
+        unknown = TicketSubmitted(
+            ticket_id="t-3",
+            city="大连",
+            channel="online",
+            scenario="s",
+            category="help",
+            submitted_at=AT,
+            call={"answered": True, "resolved_at_first_contact": True},
+        )
+        await publish(producer, topic, unknown, "event-3")  # no handler: skipped
+        await publish(producer, topic, transfer("t-4", 2), "event-4")  # after the poison
+        await eventually(
+            lambda: _count(probe.applied(), 2), message="both distinct transfers applied"
+        )
+        dead = await read_topic(settings.kafka_bootstrap_servers, dlq_topic(topic), at_least=1)
+        assert await probe.applied() == [("t-1", "1"), ("t-4", "2")]
     assert len(dead) == 1
     assert dead[0].value == b"{not json"
     assert b"missing header" in headers_of(dead[0])["dlq_reason"]
@@ -205,30 +202,16 @@ async def _count(rows_coro, wanted: int) -> bool:
 
 async def test_a_database_outage_stalls_the_consumer_without_losing_or_doubling_events(infra):
     """PostgreSQL stopped mid-stream: the batch is retried until it is back, then applied once."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hotline-dbdown-"))
-    data_dir.chmod(0o711)
-    postgres = start_postgres(data_dir)
-    try:
+    with local_postgres() as postgres:
         settings = settings_for(infra, postgres.url)
         topic = settings.topic("dispatch")
-        await ensure_topics(settings, [topic, dlq_topic(topic)])
-        producer = make_producer(settings, client_id="test")
-        await producer.start()
-        try:
-            async with probe_loop(settings, topic) as probe:
-                await send(producer, topic, transfer("t-1", 1), "event-1")
-                await eventually(lambda: _count(probe.applied(), 1), message="first applied")
-                postgres.stop()
-                for n in range(2, 7):
-                    await send(producer, topic, transfer(f"t-{n}", n), f"event-{n}")
-                    await send(producer, topic, transfer(f"t-{n}", n), f"event-{n}")  # twice
-                postgres = start_postgres(data_dir, postgres.port)
-                await eventually(
-                    lambda: _count(probe.applied(), 6), timeout=30, message="all applied"
-                )
-                assert await probe.applied() == sorted((f"t-{n}", str(n)) for n in range(1, 7))
-        finally:
-            await producer.stop()
-    finally:
-        postgres.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        async with producer_on(settings, topic) as producer, probe_loop(settings, topic) as probe:
+            await publish(producer, topic, transfer("t-1", 1), "event-1")
+            await eventually(lambda: _count(probe.applied(), 1), message="first applied")
+            postgres.stop()
+            for n in range(2, 7):
+                await publish(producer, topic, transfer(f"t-{n}", n), f"event-{n}")
+                await publish(producer, topic, transfer(f"t-{n}", n), f"event-{n}")  # twice
+            postgres.start_again()
+            await eventually(lambda: _count(probe.applied(), 6), timeout=30, message="all applied")
+            assert await probe.applied() == sorted((f"t-{n}", str(n)) for n in range(1, 7))

@@ -106,17 +106,17 @@ async def test_the_view_lists_the_audits_work_orders_with_the_same_ages(settings
     async with running_service("metrics", settings, wait_for_broker=False) as metrics:
 
         async def calendar_written():
-            async with metrics.runtime.uow() as uow:
+            async with metrics.runtime.database.unit_of_work() as uow:
                 count = await uow.execute(sa.text("SELECT count(*) FROM working_days"))
                 return count.scalar_one() == expected_days
 
         await eventually(calendar_written, message="the working-day table filled")
-        async with metrics.runtime.uow() as uow:
+        async with metrics.runtime.database.unit_of_work() as uow:
             connection = await uow.session.connection()
             await connection.execute(sa.insert(work_order_facts), rows)
             await uow.commit()
         audit = (await metrics.http.get("/audit/unanswered", params={"limit": 1000})).json()
-        async with metrics.runtime.uow() as uow:
+        async with metrics.runtime.database.unit_of_work() as uow:
             result = await uow.execute(
                 sa.text(
                     "SELECT * FROM metrics.unanswered_work_orders ORDER BY due_at, work_order_id"

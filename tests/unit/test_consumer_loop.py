@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from shared.background import Runner
 from shared.consumer import ConsumerLoop, Delivery
 from shared.events import CallbackLogged, TransferAttempted
+from shared.projections import Projections
 from tests.fakes import (
     FakeDeadLetters,
     FakeProcessedLog,
@@ -44,10 +46,12 @@ class Harness:
         async def count_connected(uow, event):
             uow.state.setdefault("applied", []).append(event.ticket_id)
 
+        projections = Projections()
+        projections.on(TransferAttempted)(handler or count_connected)
         self.loop = ConsumerLoop(
             service="test",
             source=self.source,
-            handlers={TransferAttempted: handler or count_connected},
+            projections=projections,
             new_uow=lambda: FakeUnitOfWork(self.store),
             dead_letters=self.dead_letters,
             processed=FakeProcessedLog(),
@@ -151,7 +155,7 @@ async def test_the_run_loop_keeps_going_after_poison():
     good = delivery_of(transfer("z"), event_id="ez", offset=1)
     harness = Harness([[poison(0)], [good]])
     stopping = asyncio.Event()
-    task = asyncio.create_task(harness.loop.run(stopping))
+    task = Runner("test").start(harness.loop, until=stopping)
     await eventually(lambda: "applied" in harness.store, timeout=5)
     stopping.set()
     await task

@@ -13,7 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from hotline.cli import app as cli
-from shared.settings import DEFAULT_PORTS, SERVICE_NAMES, Settings
+from shared.names import SERVICE_NAMES
+from shared.settings import DEFAULT_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

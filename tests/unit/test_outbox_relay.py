@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from shared.background import Runner
 from shared.outbox import OutboxRelay, PendingEvent
 from tests.fakes import FakeOutboxStore, FakePublisher
 from tests.support import eventually
@@ -57,7 +58,7 @@ async def test_the_run_loop_waits_out_a_broker_outage_and_publishes_everything_o
     publisher = FakePublisher(failures_left=3)
     the_relay = relay(store, publisher, batch_size=3)
     stopping = asyncio.Event()
-    task = asyncio.create_task(the_relay.run(stopping))
+    task = Runner("test").start(the_relay, until=stopping, wakeup=the_relay.wakeup)
     await eventually(lambda: len(store.published) == 7, timeout=5)
     stopping.set()
     await task

@@ -5,19 +5,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.metrics.cube import (
+from services.metrics.cube import CellDeltas, Dims, cell_keys
+from services.metrics.models import ALL
+from services.metrics.rates import Counts
+from services.metrics.windows import (
     ALL_TIME,
-    CellDeltas,
-    Dims,
     PeriodRange,
     TimeRange,
     WindowPlan,
-    cell_keys,
     midnight,
     plan_window,
 )
-from services.metrics.models import ALL
-from services.metrics.rates import Counts
 from shared.workdays import SHANGHAI, local_day
 
 SHENYANG = Dims("沈阳", "phone", "社保查询", datetime(2026, 3, 31, 17, 0, tzinfo=UTC))

@@ -8,7 +8,6 @@ import pytest
 
 from services.metrics.rates import (
     COUNTERS,
-    RATE_NAMES,
     ZERO,
     Counts,
     TicketFacts,
@@ -21,6 +20,7 @@ from services.metrics.rates import (
     wait_of,
     work_order_counts,
 )
+from shared.names import RATE_NAMES
 
 NOW = datetime(2026, 4, 10, 12, 0, tzinfo=UTC)
 DUE = datetime(2026, 4, 8, 16, 0, tzinfo=UTC)  # past due now

@@ -1,6 +1,6 @@
 """Alembic environment of dispatch: only dispatch's schema."""
 
-from services.dispatch.models import DispatchModel
+from services.dispatch.models import METADATA
 from shared.migrations import run_env
 
-run_env(DispatchModel.metadata)
+run_env(METADATA)

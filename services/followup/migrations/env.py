@@ -1,6 +1,6 @@
 """Alembic environment of followup: only followup's schema."""
 
-from services.followup.models import FollowupModel
+from services.followup.models import METADATA
 from shared.migrations import run_env
 
-run_env(FollowupModel.metadata)
+run_env(METADATA)

@@ -1,6 +1,6 @@
 """Alembic environment of intake: only intake's schema."""
 
-from services.intake.models import IntakeModel
+from services.intake.models import METADATA
 from shared.migrations import run_env
 
-run_env(IntakeModel.metadata)
+run_env(METADATA)

@@ -1,6 +1,6 @@
 """Alembic environment of metrics: only metrics's schema."""
 
-from services.metrics.models import MetricsModel
+from services.metrics.models import METADATA
 from shared.migrations import run_env
 
-run_env(MetricsModel.metadata)
+run_env(METADATA)

@@ -7,7 +7,7 @@ Create Date: 2026-11-26
 
 from alembic import op
 
-from shared.migrations import create_bus_tables
+from shared.migrations.bus import create_bus_tables_v1
 
 revision = "0001"
 down_revision = None
@@ -16,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_bus_tables()
+    create_bus_tables_v1()
 
 
 def downgrade() -> None:

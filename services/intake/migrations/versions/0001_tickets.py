@@ -8,7 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
-from shared.migrations import create_bus_tables
+from shared.migrations.bus import create_bus_tables_v1
 
 revision = "0001"
 down_revision = None
@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_bus_tables()
+    create_bus_tables_v1()
     op.create_table(
         "tickets",
         sa.Column("ticket_id", sa.String(64), primary_key=True),

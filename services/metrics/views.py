@@ -1,4 +1,5 @@
 """What metrics answers: the rates of a selection of tickets, and the unanswered work orders.
+Read-only transactions.
 
 The rates add three sums, none of which reads every ticket:
 1. cells: the grouping set of the filters, for the whole months and days of the window
@@ -17,7 +18,6 @@ from typing import Any, Final, Literal, get_args
 
 import sqlalchemy as sa
 
-from services.metrics.cube import PeriodRange, TimeRange, WindowPlan, plan_window
 from services.metrics.models import (
     ALL,
     UnansweredWorkOrder,
@@ -40,7 +40,8 @@ from services.metrics.rates import (
     Counts,
     Totals,
 )
-from shared.db import UnitOfWork
+from services.metrics.windows import PeriodRange, TimeRange, WindowPlan, plan_window
+from shared.db import ReadTransaction
 from shared.workdays import WorkCalendar, working_days_between
 
 Dimension = Literal["city", "channel", "scenario", "department"]
@@ -70,15 +71,15 @@ _Sums = dict[tuple[str, str], Counts]
 
 
 async def read_totals(
-    uow: UnitOfWork, filters: RateFilter, *, by: Dimension | None, now: datetime
+    db: ReadTransaction, filters: RateFilter, *, by: Dimension | None, now: datetime
 ) -> dict[str, Totals]:
     """The totals of the selection, per value of `by` (one entry keyed ALL without `by`)."""
     plan = plan_window(filters.since, filters.until)
     sums: _Sums = defaultdict(lambda: ZERO)
-    await _add_cells(uow, filters, by, plan, sums)
+    await _add_cells(db, filters, by, plan, sums)
     if plan.raw:
-        await add_fact_sums(uow, filters, by, plan.raw, sums)
-    awaiting = await awaiting_reply(uow, filters, by, now)
+        await add_fact_sums(db, filters, by, plan.raw, sums)
+    awaiting = await awaiting_reply(db, filters, by, now)
     return _combine(filters, by, sums, awaiting)
 
 
@@ -128,7 +129,7 @@ def _key_column(
 
 
 async def _add_cells(
-    uow: UnitOfWork, filters: RateFilter, by: Dimension | None, plan: WindowPlan, sums: _Sums
+    db: ReadTransaction, filters: RateFilter, by: Dimension | None, plan: WindowPlan, sums: _Sums
 ) -> None:
     if not plan.cells:
         return
@@ -154,7 +155,7 @@ async def _add_cells(
         .where(*conditions)
         .group_by(*grouped, cells.department)
     )
-    for row in await uow.execute(statement):
+    for row in await db.execute(statement):
         group, dept, *values = tuple[Any, ...](row)
         sums[(group, dept)] += Counts.summed(COUNTERS, values)
 
@@ -191,7 +192,7 @@ _RAW_SOURCES: Final = (
 
 
 async def add_fact_sums(
-    uow: UnitOfWork,
+    db: ReadTransaction,
     filters: RateFilter,
     by: Dimension | None,
     ranges: tuple[TimeRange, ...],
@@ -220,7 +221,7 @@ async def add_fact_sums(
             .where(*conditions)
             .group_by(*grouped)
         )
-        for row in await uow.execute(statement):
+        for row in await db.execute(statement):
             group, dept, *values = tuple[Any, ...](row)
             sums[(group, dept)] += Counts.summed(names, values)
 
@@ -231,7 +232,7 @@ def _unreplied(table: sa.Table = work_order_facts) -> list[sa.ColumnElement[bool
 
 
 async def awaiting_reply(
-    uow: UnitOfWork, filters: RateFilter, by: Dimension | None, now: datetime
+    db: ReadTransaction, filters: RateFilter, by: Dimension | None, now: datetime
 ) -> dict[str, int]:
     """Counted work orders with no reply whose `due_at` is now or later, per group key."""
     facts = work_order_facts
@@ -242,10 +243,10 @@ async def awaiting_reply(
     conditions.append(_time_range(facts, TimeRange(filters.since, filters.until)))
     key, grouped = _key_column(facts, by)
     statement = sa.select(key, sa.func.count().label("n")).where(*conditions).group_by(*grouped)
-    return {row["key"]: row["n"] for row in (await uow.execute(statement)).mappings()}
+    return {row["key"]: row["n"] for row in (await db.execute(statement)).mappings()}
 
 
-async def outcomes_by_city_and_channel(uow: UnitOfWork) -> dict[tuple[str, str], Counts]:
+async def outcomes_by_city_and_channel(db: ReadTransaction) -> dict[tuple[str, str], Counts]:
     """All-time counters per (city, channel): the cells of that grouping set."""
     cells = rate_cells.c
     statement = sa.select(rate_cells).where(
@@ -255,7 +256,7 @@ async def outcomes_by_city_and_channel(uow: UnitOfWork) -> dict[tuple[str, str],
     )
     return {
         (row["city"], row["channel"]): Counts.of(row)
-        for row in (await uow.execute(statement)).mappings()
+        for row in (await db.execute(statement)).mappings()
     }
 
 
@@ -275,7 +276,7 @@ class UnansweredQuery:
 
 
 async def unanswered_work_orders(
-    uow: UnitOfWork, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
+    db: ReadTransaction, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
 ) -> tuple[int, list[UnansweredWorkOrder], bool]:
     """(total, one page most overdue first, whether more follow).
 
@@ -290,7 +291,7 @@ async def unanswered_work_orders(
         conditions.append(facts.c.department == query.department)
     if query.overdue_only:
         conditions.append(facts.c.due_at < now)
-    total = (await uow.execute(sa.select(sa.func.count()).where(*conditions))).scalar_one()
+    total = (await db.execute(sa.select(sa.func.count()).where(*conditions))).scalar_one()
     page_conditions = list(conditions)
     if query.after is not None:
         page_conditions.append(
@@ -302,7 +303,7 @@ async def unanswered_work_orders(
         .order_by(facts.c.due_at, facts.c.work_order_id)
         .limit(query.limit + 1)
     )
-    rows = list((await uow.execute(statement)).mappings())
+    rows = list((await db.execute(statement)).mappings())
     items = [
         UnansweredWorkOrder(
             work_order_id=row["work_order_id"],

@@ -1,4 +1,5 @@
-"""What followup does: log callbacks (回访) and keep the queue of callbacks due.
+"""What followup answers: the queue of callbacks due (回访) and a ticket's callbacks.
+Read-only transactions.
 
 The queue is derived, never stored: followup keeps facts per ticket (the ticket, each work
 order's first reply, each callback) and computes on reading:
@@ -18,22 +19,16 @@ events and concurrent replicas cannot disturb each other.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
-from services.followup.models import Callback, CallbackCreate, RepliedWorkOrder, Ticket
-from shared.clock import not_before_submission
-from shared.db import UnitOfWork, new_id
+from services.followup.models import Callback, RepliedWorkOrder, Ticket
+from shared.db import Queryable, ReadTransaction
 from shared.errors import NotYetKnown
-from shared.events import CallbackLogged, TicketSubmitted, WorkOrderReplied
 from shared.pagination import decode_cursor, encode_cursor
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,99 +55,15 @@ class TicketView:
     callbacks: list[Callback]
 
 
-# Events from other services.
-
-
-async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
-    """Remember a submitted ticket and whether it was solved at first contact."""
-    await uow.execute(
-        insert(Ticket)
-        .values(
-            ticket_id=event.ticket_id,
-            city=event.city,
-            channel=event.channel,
-            scenario=event.scenario,
-            submitted_at=event.submitted_at,
-            resolved_at_first_contact=event.call.resolved_at_first_contact,
-            known_at=sa.func.now(),
-        )
-        .on_conflict_do_nothing(index_elements=["ticket_id"])
-    )
-
-
-async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
-    """Remember a work order's first reply; later replies do not call for another callback."""
-    if not event.first:
-        return
-    await uow.execute(
-        insert(RepliedWorkOrder)
-        .values(
-            work_order_id=event.work_order_id,
-            ticket_id=event.ticket_id,
-            department=event.department,
-            first_reply_at=event.at,
-        )
-        .on_conflict_do_nothing(index_elements=["work_order_id"])
-    )
-
-
-# Commands.
-
-
-async def known_ticket(uow: UnitOfWork, ticket_id: str, retry_after_seconds: int) -> Ticket:
+async def known_ticket(db: Queryable, ticket_id: str, retry_after_seconds: int) -> Ticket:
     """The ticket, or NotYetKnown (409 + Retry-After): its event may still be on its way."""
-    ticket = await uow.session.get(Ticket, ticket_id)
+    ticket = await db.session.get(Ticket, ticket_id)
     if ticket is None:
         raise NotYetKnown(
             f"ticket {ticket_id} is not known to followup yet; its event may still be on its way",
             retry_after_seconds,
         )
     return ticket
-
-
-async def log_callback(
-    uow: UnitOfWork,
-    ticket_id: str,
-    command: CallbackCreate,
-    *,
-    now: datetime,
-    retry_after_seconds: int,
-) -> Callback:
-    """Record a callback and announce it (`hotline.callback.logged.v1`)."""
-    ticket = await known_ticket(uow, ticket_id, retry_after_seconds)
-    at = command.at or now
-    not_before_submission(at, ticket.submitted_at)
-    callback = Callback(
-        callback_id=new_id(),
-        ticket_id=ticket_id,
-        reached=command.reached,
-        satisfaction=command.satisfaction,
-        at=at,
-        recorded_at=now,
-    )
-    uow.session.add(callback)
-    await uow.emit(
-        CallbackLogged(
-            ticket_id=ticket_id,
-            callback_id=callback.callback_id,
-            reached=command.reached,
-            satisfaction=command.satisfaction,
-            at=at,
-        )
-    )
-    await uow.commit()
-    log.info(
-        "callback logged",
-        extra={
-            "ticket_id": ticket_id,
-            "reached": command.reached,
-            "satisfaction": command.satisfaction,
-        },
-    )
-    return callback
-
-
-# Queries.
 
 
 def _eligibility() -> sa.Subquery:
@@ -205,7 +116,7 @@ def _eligibility() -> sa.Subquery:
 
 
 async def list_due(
-    uow: UnitOfWork, *, city: str | None, limit: int, cursor: str | None
+    db: ReadTransaction, *, city: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Eligibility], str | None]:
     """Tickets due for a callback, longest waiting first, one page after `cursor`."""
     queue = _eligibility()
@@ -218,7 +129,7 @@ async def list_due(
             sa.tuple_(queue.c.eligible_since, queue.c.ticket_id) > sa.tuple_(at, ticket_id)
         )
     query = query.order_by(queue.c.eligible_since, queue.c.ticket_id).limit(limit + 1)
-    rows = [Eligibility(**row._mapping) for row in await uow.execute(query)]
+    rows = [Eligibility(**row._mapping) for row in await db.execute(query)]
     page = rows[:limit]
     if len(rows) <= limit or not page:
         return page, None
@@ -227,12 +138,14 @@ async def list_due(
     return page, encode_cursor(last.eligible_since, last.ticket_id)
 
 
-async def get_ticket_view(uow: UnitOfWork, ticket_id: str, retry_after_seconds: int) -> TicketView:
+async def get_ticket_view(
+    db: ReadTransaction, ticket_id: str, retry_after_seconds: int
+) -> TicketView:
     """A ticket's callbacks and whether one is due; NotYetKnown if followup has not heard of it."""
-    ticket = await known_ticket(uow, ticket_id, retry_after_seconds)
+    ticket = await known_ticket(db, ticket_id, retry_after_seconds)
     queue = _eligibility()
-    row = (await uow.execute(sa.select(queue).where(queue.c.ticket_id == ticket_id))).one()
-    callbacks = await uow.session.exec(
+    row = (await db.execute(sa.select(queue).where(queue.c.ticket_id == ticket_id))).one()
+    callbacks = await db.session.exec(
         select(Callback)
         .where(Callback.ticket_id == ticket_id)
         .order_by(col(Callback.at), col(Callback.callback_id))

@@ -1,4 +1,4 @@
-"""What intake does: record a ticket and announce it, in one transaction."""
+"""What a request changes in intake: a ticket recorded and announced, in one transaction."""
 
 from __future__ import annotations
 
@@ -6,19 +6,16 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import select
 
 from services.intake.models import Ticket, TicketCreate
 from services.intake.privacy import PhoneHasher, mask_phone
 from shared.clock import utc_now
-from shared.db import UnitOfWork, new_id
-from shared.errors import Conflict, NotFound
+from shared.db import UnitOfWork, UnitOfWorkFactory, new_id
+from shared.errors import Conflict
 from shared.events import CallOutcome, TicketSubmitted
-from shared.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +41,20 @@ def fingerprint(command: TicketCreate) -> str:
 
 
 async def submit_ticket(
-    uow: UnitOfWork,
+    new_uow: UnitOfWorkFactory,
     command: TicketCreate,
     *,
     hasher: PhoneHasher,
     idempotency_key: str | None = None,
 ) -> Submitted:
     """Store the ticket and its `ticket.submitted` event together, once per idempotency key."""
+    async with new_uow() as uow:
+        return await _submit(uow, command, hasher=hasher, idempotency_key=idempotency_key)
+
+
+async def _submit(
+    uow: UnitOfWork, command: TicketCreate, *, hasher: PhoneHasher, idempotency_key: str | None
+) -> Submitted:
     body_print = fingerprint(command) if idempotency_key else None
     if idempotency_key:
         earlier = await _by_idempotency_key(uow, idempotency_key)
@@ -85,7 +89,7 @@ async def submit_ticket(
             category=command.category,
             submitted_at=ticket.submitted_at,
             evaluator=ticket.evaluator,
-            call=CallOutcome(**command.call.model_dump()),
+            call=CallOutcome.model_validate(command.call.model_dump()),
         )
     )
     try:
@@ -110,41 +114,3 @@ def _replay(earlier: Ticket, body_print: str | None) -> Submitted:
 async def _by_idempotency_key(uow: UnitOfWork, key: str) -> Ticket | None:
     result = await uow.session.exec(select(Ticket).where(Ticket.idempotency_key == key))
     return result.first()
-
-
-async def get_ticket(uow: UnitOfWork, ticket_id: str) -> Ticket:
-    """One ticket, or NotFound."""
-    ticket = await uow.session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"ticket {ticket_id} not found")
-    return ticket
-
-
-async def list_tickets(
-    uow: UnitOfWork,
-    *,
-    city: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Ticket], str | None]:
-    """Tickets newest first (by `submitted_at`), filtered, one page after `cursor`."""
-    query = select(Ticket)
-    if city:
-        query = query.where(Ticket.city == city)
-    if since:
-        query = query.where(col(Ticket.submitted_at) >= since)
-    if until:
-        query = query.where(col(Ticket.submitted_at) < until)
-    if cursor:
-        at, ticket_id = decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(col(Ticket.submitted_at), col(Ticket.ticket_id)) < sa.tuple_(at, ticket_id)
-        )
-    query = query.order_by(col(Ticket.submitted_at).desc(), col(Ticket.ticket_id).desc())
-    rows = list((await uow.session.exec(query.limit(limit + 1))).all())
-    more = len(rows) > limit
-    page = rows[:limit]
-    last = page[-1] if more and page else None
-    return page, encode_cursor(last.submitted_at, last.ticket_id) if last else None

@@ -1,4 +1,4 @@
-"""What metrics does with each event: upsert the fact, then move its counters into the cells.
+"""What each event changes in metrics: upsert the fact, then move its counters into the cells.
 
 The events of one ticket come from three topics, so in any order: a reply before its work
 order, a callback before its ticket. Each handler therefore starts from the ticket's row
@@ -39,18 +39,21 @@ from services.metrics.rates import (
     wait_of,
     work_order_counts,
 )
-from shared.consumer import Handler
-from shared.db import UnitOfWork
+from services.metrics.unit_of_work import MetricsTransaction
 from shared.events import (
     CallbackLogged,
-    Event,
     TicketSubmitted,
     TransferAttempted,
     WorkOrderCreated,
     WorkOrderReplied,
 )
+from shared.projections import Projections
 
 Row = RowMapping
+
+projections = Projections[MetricsTransaction]()
+"""`hotline.workorder.overdue.v1` is not handled: "past due" is computed from `due_at` at
+query time, so the event adds nothing the rates need."""
 
 _ONE_WRITER = sa.text(
     "SELECT pg_advisory_xact_lock(hashtext('hotline-metrics-cells:' || current_schema()))"
@@ -74,36 +77,16 @@ def _require(**values: str) -> None:
             raise UnusableEvent(f"{name} must not be empty")
 
 
-class _WriterLock:
-    """Whether this transaction holds the one-writer lock (an accumulator with nothing to
-    write: it only remembers, so the lock is asked for once per batch, not per event)."""
-
-    def __init__(self) -> None:
-        self.held = False
-
-    def merge(self, other: _WriterLock) -> None:
-        self.held = self.held or other.held
-
-    async def flush(self, uow: UnitOfWork) -> None:
-        return None
-
-
-async def _ticket_row(uow: UnitOfWork, ticket_id: str) -> Row:
+async def _ticket_row(tx: MetricsTransaction, ticket_id: str) -> Row:
     """The ticket's facts row, locked; an empty one (not counted) if the ticket is new."""
-    lock = uow.accumulator("metrics-writer-lock", _WriterLock)
-    if not lock.held:
-        await uow.execute(_ONE_WRITER)
-        lock.held = True
+    if not tx.holds_writer_lock:
+        await tx.execute(_ONE_WRITER)
+        tx.holds_writer_lock = True
     insert = pg_insert(ticket_facts).values(ticket_id=ticket_id)
     statement = insert.on_conflict_do_update(
         index_elements=["ticket_id"], set_={"ticket_id": insert.excluded.ticket_id}
     ).returning(*ticket_facts.c)
-    return (await uow.execute(statement)).mappings().one()
-
-
-def _cell_deltas(uow: UnitOfWork) -> CellDeltas:
-    """The batch's cell changes: written once, when the batch commits."""
-    return uow.accumulator("metrics-cells", CellDeltas)
+    return (await tx.execute(statement)).mappings().one()
 
 
 def _dims(ticket: Row) -> Dims | None:
@@ -126,7 +109,7 @@ def _dims_values(dims: Dims | None) -> dict[str, Any]:
 
 
 async def _ticket_changed(
-    uow: UnitOfWork,
+    tx: MetricsTransaction,
     ticket: Row,
     deltas: CellDeltas,
     *,
@@ -147,7 +130,7 @@ async def _ticket_changed(
             callbacks_logged=callbacks,
         )
     counts = ticket_counts(facts)
-    await uow.execute(
+    await tx.execute(
         sa.update(ticket_facts)
         .where(ticket_facts.c.ticket_id == ticket["ticket_id"])
         .values(
@@ -161,10 +144,11 @@ async def _ticket_changed(
         deltas.add(dims, None, counts - Counts.of(ticket, TICKET_COUNTERS))
 
 
-async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
+@projections.on(TicketSubmitted)
+async def record_ticket(tx: MetricsTransaction, event: TicketSubmitted) -> None:
     """Count the ticket, and every fact of it that arrived before it."""
     _require(city=event.city, scenario=event.scenario)
-    ticket = await _ticket_row(uow, event.ticket_id)
+    ticket = await _ticket_row(tx, event.ticket_id)
     if ticket["counted"]:
         return  # the same ticket submitted again under another event id: keep the first
     dims = Dims(event.city, event.channel, event.scenario, event.submitted_at)
@@ -179,7 +163,7 @@ async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
             callbacks_logged=ticket["callbacks_logged"],
         )
     )
-    await uow.execute(
+    await tx.execute(
         sa.update(ticket_facts)
         .where(ticket_facts.c.ticket_id == event.ticket_id)
         .values(
@@ -190,10 +174,10 @@ async def record_ticket(uow: UnitOfWork, event: TicketSubmitted) -> None:
             **counts.values(TICKET_COUNTERS),
         )
     )
-    deltas = _cell_deltas(uow)
+    deltas = tx.cells
     deltas.add(dims, None, counts)
     for table, names, per_department in _CHILD_FACTS:
-        waiting = await uow.execute(
+        waiting = await tx.execute(
             sa.update(table)
             .where(table.c.ticket_id == event.ticket_id, table.c.counted.is_(False))
             .values(**_dims_values(dims))
@@ -208,35 +192,33 @@ def _department_column(table: sa.Table) -> list[sa.ColumnElement[Any]]:
     return [table.c.department] if "department" in table.c else []
 
 
-async def record_transfer(uow: UnitOfWork, event: TransferAttempted) -> None:
+@projections.on(TransferAttempted)
+async def record_transfer(tx: MetricsTransaction, event: TransferAttempted) -> None:
     """Count a transfer or three-way call once (by `transfer_id`)."""
     _require(department=event.department)
-    ticket = await _ticket_row(uow, event.ticket_id)
+    ticket = await _ticket_row(tx, event.ticket_id)
     dims = _dims(ticket)
     counts = transfer_counts(event.mode, event.connected)
-    inserted = await uow.execute(
-        pg_insert(transfer_facts)
-        .values(
-            transfer_id=event.transfer_id,
-            ticket_id=event.ticket_id,
-            department=event.department,
-            mode=event.mode,
-            connected=event.connected,
-            at=event.at,
-            **_dims_values(dims),
-            **counts.values(TRANSFER_COUNTERS),
-        )
-        .on_conflict_do_nothing(index_elements=["transfer_id"])
-        .returning(transfer_facts.c.transfer_id)
+    inserted = await tx.insert_once(
+        transfer_facts,
+        "transfer_id",
+        transfer_id=event.transfer_id,
+        ticket_id=event.ticket_id,
+        department=event.department,
+        mode=event.mode,
+        connected=event.connected,
+        at=event.at,
+        **_dims_values(dims),
+        **counts.values(TRANSFER_COUNTERS),
     )
-    if inserted.first() is None or dims is None:
+    if not inserted or dims is None:
         return
-    deltas = _cell_deltas(uow)
+    deltas = tx.cells
     deltas.add(dims, event.department, counts)
 
 
-async def _work_order_row(uow: UnitOfWork, work_order_id: str) -> Row | None:
-    result = await uow.execute(
+async def _work_order_row(tx: MetricsTransaction, work_order_id: str) -> Row | None:
+    result = await tx.execute(
         sa.select(work_order_facts)
         .where(work_order_facts.c.work_order_id == work_order_id)
         .with_for_update()
@@ -244,12 +226,13 @@ async def _work_order_row(uow: UnitOfWork, work_order_id: str) -> Row | None:
     return result.mappings().first()
 
 
-async def record_work_order(uow: UnitOfWork, event: WorkOrderCreated) -> None:
+@projections.on(WorkOrderCreated)
+async def record_work_order(tx: MetricsTransaction, event: WorkOrderCreated) -> None:
     """Count a work order once its creation (and so its `due_at`) is known."""
     _require(department=event.department)
-    ticket = await _ticket_row(uow, event.ticket_id)
+    ticket = await _ticket_row(tx, event.ticket_id)
     dims = _dims(ticket)
-    current = await _work_order_row(uow, event.work_order_id)
+    current = await _work_order_row(tx, event.work_order_id)
     if current is not None and current["created_known"]:
         return
     counts = work_order_counts(
@@ -267,11 +250,11 @@ async def record_work_order(uow: UnitOfWork, event: WorkOrderCreated) -> None:
         **counts.values(WORK_ORDER_COUNTERS),
     }
     if current is None:
-        await uow.execute(
+        await tx.execute(
             sa.insert(work_order_facts).values(work_order_id=event.work_order_id, **values)
         )
     else:
-        await uow.execute(
+        await tx.execute(
             sa.update(work_order_facts)
             .where(work_order_facts.c.work_order_id == event.work_order_id)
             .values(**values)
@@ -279,12 +262,13 @@ async def record_work_order(uow: UnitOfWork, event: WorkOrderCreated) -> None:
     if dims is None:
         return
     before = Counts.of(current, WORK_ORDER_COUNTERS) if current is not None else ZERO
-    deltas = _cell_deltas(uow)
+    deltas = tx.cells
     # Before its creation was known a work order counted nothing, under any department.
     deltas.add(dims, event.department, counts - before)
 
 
-async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
+@projections.on(WorkOrderReplied)
+async def record_reply(tx: MetricsTransaction, event: WorkOrderReplied) -> None:
     """Count a work order's first reply; later replies do not change the rates.
 
     Should two different replies both claim to be first, the earliest (then the lowest
@@ -293,9 +277,9 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
     if not event.first:
         return
     _require(department=event.department)
-    ticket = await _ticket_row(uow, event.ticket_id)
+    ticket = await _ticket_row(tx, event.ticket_id)
     dims = _dims(ticket)
-    current = await _work_order_row(uow, event.work_order_id)
+    current = await _work_order_row(tx, event.work_order_id)
     had_reply = current is not None and current["first_reply_at"] is not None
     if (
         current is not None
@@ -310,10 +294,10 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
         "first_reply_quality": event.quality,
         **counts.values(WORK_ORDER_COUNTERS),
     }
-    deltas = _cell_deltas(uow)
+    deltas = tx.cells
     if current is None:
         # The reply came first: keep it until the work order's creation arrives.
-        await uow.execute(
+        await tx.execute(
             sa.insert(work_order_facts).values(
                 work_order_id=event.work_order_id,
                 ticket_id=event.ticket_id,
@@ -324,7 +308,7 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
             )
         )
     else:
-        await uow.execute(
+        await tx.execute(
             sa.update(work_order_facts)
             .where(work_order_facts.c.work_order_id == event.work_order_id)
             .values(**values)
@@ -333,42 +317,29 @@ async def record_reply(uow: UnitOfWork, event: WorkOrderReplied) -> None:
             before = Counts.of(current, WORK_ORDER_COUNTERS)
             deltas.add(dims, current["department"], counts - before)
     if not had_reply:
-        await _ticket_changed(uow, ticket, deltas, replied_work_orders=1)
+        await _ticket_changed(tx, ticket, deltas, replied_work_orders=1)
 
 
-async def record_callback(uow: UnitOfWork, event: CallbackLogged) -> None:
+@projections.on(CallbackLogged)
+async def record_callback(tx: MetricsTransaction, event: CallbackLogged) -> None:
     """Count a callback once (by `callback_id`), and the ticket as called back."""
-    ticket = await _ticket_row(uow, event.ticket_id)
+    ticket = await _ticket_row(tx, event.ticket_id)
     dims = _dims(ticket)
     counts = callback_counts(event.reached, event.satisfaction)
-    inserted = await uow.execute(
-        pg_insert(callback_facts)
-        .values(
-            callback_id=event.callback_id,
-            ticket_id=event.ticket_id,
-            reached=event.reached,
-            satisfaction=event.satisfaction,
-            at=event.at,
-            **_dims_values(dims),
-            **counts.values(CALLBACK_COUNTERS),
-        )
-        .on_conflict_do_nothing(index_elements=["callback_id"])
-        .returning(callback_facts.c.callback_id)
+    inserted = await tx.insert_once(
+        callback_facts,
+        "callback_id",
+        callback_id=event.callback_id,
+        ticket_id=event.ticket_id,
+        reached=event.reached,
+        satisfaction=event.satisfaction,
+        at=event.at,
+        **_dims_values(dims),
+        **counts.values(CALLBACK_COUNTERS),
     )
-    if inserted.first() is None:
+    if not inserted:
         return
-    deltas = _cell_deltas(uow)
+    deltas = tx.cells
     if dims is not None:
         deltas.add(dims, None, counts)
-    await _ticket_changed(uow, ticket, deltas, callbacks_logged=1)
-
-
-HANDLERS: dict[type[Event], Handler] = {
-    TicketSubmitted: record_ticket,
-    TransferAttempted: record_transfer,
-    WorkOrderCreated: record_work_order,
-    WorkOrderReplied: record_reply,
-    CallbackLogged: record_callback,
-}
-"""`hotline.workorder.overdue.v1` is not handled: "past due" is computed from `due_at` at
-query time, so the event adds nothing the rates need."""
+    await _ticket_changed(tx, ticket, deltas, callbacks_logged=1)

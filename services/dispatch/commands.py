@@ -1,0 +1,285 @@
+"""What a request changes in dispatch: transfers, work orders, replies and the overdue
+sweep. Each command opens its unit of work and commits the change with the event that
+announces it.
+
+Work-order rules:
+- a ticket may have several work orders, one per department at a time: a new work order
+  while the ticket has an unanswered one for the same department is a 409 (reply to that
+  one first). A partial unique index makes this hold across replicas too;
+- a reopened ticket (an unsatisfied callback) gets a new work order like any other ticket;
+- `due_at` is the end of the N-th working day after the creation day (shared.workdays);
+- the first reply is recorded once and never changes; later replies are kept. A reply may
+  not be dated before its work order, nor before the first reply (the first stays first);
+- a transfer or work order may not be dated before the ticket's submission (less the
+  allowed clock skew).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.dispatch.domain import DispatchPolicy
+from services.dispatch.models import (
+    Reply,
+    ReplyCreate,
+    Transfer,
+    TransferCreate,
+    WorkOrder,
+    WorkOrderCreate,
+)
+from services.dispatch.views import known_ticket
+from shared.clock import not_before, not_before_submission
+from shared.db import Transaction, UnitOfWorkFactory, new_id
+from shared.errors import Conflict, NotFound
+from shared.events import TransferAttempted, WorkOrderCreated, WorkOrderOverdue, WorkOrderReplied
+from shared.workdays import due_at
+
+log = logging.getLogger(__name__)
+
+
+class OpenWorkOrderExists(Conflict):
+    """The ticket already has an unanswered work order for this department."""
+
+    code = "open_work_order_exists"
+
+
+async def attempt_transfer(
+    new_uow: UnitOfWorkFactory,
+    ticket_id: str,
+    command: TransferCreate,
+    *,
+    now: datetime,
+    policy: DispatchPolicy,
+) -> Transfer:
+    """Record a transfer or three-way call attempt and announce it."""
+    async with new_uow() as uow:
+        ticket = await known_ticket(uow, ticket_id, policy)
+        at = command.at or now
+        not_before_submission(at, ticket.submitted_at)
+        transfer = Transfer(
+            transfer_id=new_id(),
+            ticket_id=ticket_id,
+            department=command.department,
+            mode=command.mode,
+            connected=command.connected,
+            at=at,
+            recorded_at=now,
+        )
+        uow.session.add(transfer)
+        await uow.emit(
+            TransferAttempted(
+                ticket_id=ticket_id,
+                transfer_id=transfer.transfer_id,
+                department=command.department,
+                mode=command.mode,
+                connected=command.connected,
+                at=at,
+            )
+        )
+        await uow.commit()
+        log.info(
+            "transfer attempted",
+            extra={"ticket_id": ticket_id, "mode": command.mode, "connected": command.connected},
+        )
+        return transfer
+
+
+async def create_work_order(
+    new_uow: UnitOfWorkFactory,
+    ticket_id: str,
+    command: WorkOrderCreate,
+    *,
+    now: datetime,
+    policy: DispatchPolicy,
+) -> WorkOrder:
+    """Dispatch a work order to a department with its working-day deadline, and announce it."""
+    async with new_uow() as uow:
+        ticket = await known_ticket(uow, ticket_id, policy)
+        created_at = command.at or now
+        not_before_submission(created_at, ticket.submitted_at)
+        await _refuse_second_open(uow, ticket_id, command.department)
+        days = command.due_working_days or policy.default_due_working_days
+        deadline = due_at(created_at, days, policy.calendar)
+        work_order = WorkOrder(
+            work_order_id=new_id(),
+            ticket_id=ticket_id,
+            city=ticket.city,
+            department=command.department,
+            created_at=created_at,
+            recorded_at=now,
+            due_at=deadline.due_at,
+            due_working_days=days,
+            calendar_source=deadline.source,
+        )
+        uow.session.add(work_order)
+        await uow.emit(
+            WorkOrderCreated(
+                ticket_id=ticket_id,
+                work_order_id=work_order.work_order_id,
+                department=command.department,
+                created_at=created_at,
+                due_at=deadline.due_at,
+                due_working_days=days,
+                calendar_source=deadline.source,
+            )
+        )
+        try:
+            await uow.commit()
+        except IntegrityError:
+            # Another request for the same ticket and department won the race.
+            await uow.rollback()
+            await _refuse_second_open(uow, ticket_id, command.department)
+            raise
+        context = {"ticket_id": ticket_id, "work_order_id": work_order.work_order_id}
+        log.info(
+            "work order created",
+            extra={
+                **context,
+                "due_at": deadline.due_at.isoformat(),
+                "calendar_source": deadline.source,
+            },
+        )
+        if deadline.source == "weekends_only":
+            log.warning(
+                "work order deadline counts weekends only: no holiday schedule for a year it spans",
+                extra={**context, "holiday_file_years": list(policy.calendar.file_years)},
+            )
+        return work_order
+
+
+async def reply_to_work_order(
+    new_uow: UnitOfWorkFactory, work_order_id: str, command: ReplyCreate, *, now: datetime
+) -> Reply:
+    """Record a department's reply and announce it; the first reply is marked and kept."""
+    async with new_uow() as uow:
+        work_order = (
+            await uow.session.exec(
+                select(WorkOrder).where(WorkOrder.work_order_id == work_order_id).with_for_update()
+            )
+        ).first()
+        if work_order is None:
+            raise NotFound(f"work order {work_order_id} not found")
+        at = command.at or now
+        not_before(at, work_order.created_at, field="at", what="the work order's created_at")
+        first = work_order.first_reply_at is None
+        if work_order.first_reply_at is not None:
+            not_before(
+                at, work_order.first_reply_at, field="at", what="the work order's first reply"
+            )
+        reply = Reply(
+            reply_id=new_id(),
+            work_order_id=work_order_id,
+            ticket_id=work_order.ticket_id,
+            quality=command.quality,
+            content=command.content,
+            at=at,
+            recorded_at=now,
+            first=first,
+        )
+        if first:
+            work_order.first_reply_id = reply.reply_id
+            work_order.first_reply_at = at
+            work_order.first_reply_quality = command.quality
+        work_order.reply_count += 1
+        uow.session.add_all([reply, work_order])
+        await uow.emit(
+            WorkOrderReplied(
+                ticket_id=work_order.ticket_id,
+                work_order_id=work_order_id,
+                reply_id=reply.reply_id,
+                department=work_order.department,
+                quality=command.quality,
+                at=at,
+                first=first,
+            )
+        )
+        await uow.commit()
+        log.info(
+            "work order replied",
+            extra={
+                "ticket_id": work_order.ticket_id,
+                "work_order_id": work_order_id,
+                "quality": command.quality,
+                "first": first,
+            },
+        )
+        return reply
+
+
+async def sweep_overdue(
+    new_uow: UnitOfWorkFactory, *, now: datetime, limit: int = 100
+) -> list[str]:
+    """Announce up to `limit` work orders past due with no reply, each once; returns their ids.
+
+    Rows another sweeper (another replica) holds are skipped, not waited for; the flag and
+    the event are committed together, so no work order is announced twice.
+    """
+    async with new_uow() as uow:
+        due = (
+            await uow.session.exec(
+                select(WorkOrder)
+                .where(
+                    col(WorkOrder.first_reply_at).is_(None),
+                    col(WorkOrder.overdue_at).is_(None),
+                    col(WorkOrder.due_at) < now,
+                )
+                .order_by(col(WorkOrder.due_at))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for work_order in due:
+            work_order.overdue_at = now
+            uow.session.add(work_order)
+            await uow.emit(
+                WorkOrderOverdue(
+                    ticket_id=work_order.ticket_id,
+                    work_order_id=work_order.work_order_id,
+                    department=work_order.department,
+                    due_at=work_order.due_at,
+                    detected_at=now,
+                )
+            )
+        await uow.commit()
+        for work_order in due:
+            log.info(
+                "work order overdue",
+                extra={
+                    "ticket_id": work_order.ticket_id,
+                    "work_order_id": work_order.work_order_id,
+                },
+            )
+        return [work_order.work_order_id for work_order in due]
+
+
+async def sweep_all_overdue(
+    new_uow: UnitOfWorkFactory, *, now: datetime, batch_size: int = 100
+) -> list[str]:
+    """Sweep batch after batch (one transaction each) until none is left; returns the ids."""
+    swept: list[str] = []
+    while True:
+        batch = await sweep_overdue(new_uow, now=now, limit=batch_size)
+        swept.extend(batch)
+        if len(batch) < batch_size:
+            return swept
+
+
+async def _refuse_second_open(tx: Transaction, ticket_id: str, department: str) -> None:
+    open_one = (
+        await tx.session.exec(
+            select(WorkOrder.work_order_id).where(
+                WorkOrder.ticket_id == ticket_id,
+                WorkOrder.department == department,
+                col(WorkOrder.first_reply_at).is_(None),
+            )
+        )
+    ).first()
+    if open_one is not None:
+        raise OpenWorkOrderExists(
+            f"ticket {ticket_id} already has an unanswered work order for {department} "
+            f"({open_one}); a new one for that department can follow its reply"
+        )

@@ -1,0 +1,51 @@
+"""What intake answers: one ticket, pages of tickets. Read-only transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from services.intake.models import Ticket
+from shared.db import ReadTransaction
+from shared.errors import NotFound
+from shared.pagination import decode_cursor, encode_cursor
+
+
+async def get_ticket(db: ReadTransaction, ticket_id: str) -> Ticket:
+    """One ticket, or NotFound."""
+    ticket = await db.session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+async def list_tickets(
+    db: ReadTransaction,
+    *,
+    city: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Ticket], str | None]:
+    """Tickets newest first (by `submitted_at`), filtered, one page after `cursor`."""
+    query = select(Ticket)
+    if city:
+        query = query.where(Ticket.city == city)
+    if since:
+        query = query.where(col(Ticket.submitted_at) >= since)
+    if until:
+        query = query.where(col(Ticket.submitted_at) < until)
+    if cursor:
+        at, ticket_id = decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(col(Ticket.submitted_at), col(Ticket.ticket_id)) < sa.tuple_(at, ticket_id)
+        )
+    query = query.order_by(col(Ticket.submitted_at).desc(), col(Ticket.ticket_id).desc())
+    rows = list((await db.session.exec(query.limit(limit + 1))).all())
+    more = len(rows) > limit
+    page = rows[:limit]
+    last = page[-1] if more and page else None
+    return page, encode_cursor(last.submitted_at, last.ticket_id) if last else None

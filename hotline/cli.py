@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from hotline.audit import app as audit_app
+from hotline.keys import app as keys_app
 from hotline.service_processes import MigrationFailed
 from hotline.service_processes import migrate as migrate_services
 from hotline.simulator.command import simulate
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 DataDir = Annotated[
     Path | None,

@@ -44,11 +44,27 @@ from hotline.embedded import (
     terminate,
 )
 from hotline.service_processes import MigrationFailed, migrate, service_command
+from hotline.simulator.params import SimulatorParams
+from shared.auth.keyfile import (
+    KEYS_FILE_NAME,
+    KeyEntry,
+    KeysFileError,
+    generate_entries,
+    import_entries,
+    read_keys_file,
+    write_keys_file,
+)
+from shared.auth.store import KeyStore
+from shared.db import make_engine
 from shared.kafka import ensure_topics
 from shared.names import SERVICE_NAMES, ServiceName
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_DEPARTMENTS: tuple[str, ...] = tuple(sorted(SimulatorParams().departments() | {"医保局"}))
+"""Departments the embedded stack makes a desk key for: those the simulator plays, and the
+one README's curl walk-through replies as."""
 
 # The order events flow in: a service stops only after those upstream of it have drained.
 STOP_ORDER: tuple[ServiceName, ...] = SERVICE_NAMES
@@ -113,6 +129,8 @@ class Stack:
     """The embedded broker's resident size once the stack was up: its floor."""
     with_simulator: bool = True
     simulator: ServiceProcess | None = None
+    keys: list[KeyEntry] = field(default_factory=list)
+    """The stack's API keys (its keys file), printed at start."""
 
     # -- start --------------------------------------------------------------------------
 
@@ -141,10 +159,36 @@ class Stack:
         except MigrationFailed as exc:
             raise StackError(str(exc)) from exc
         echo("migrations: every schema is at its newest revision")
+        self.keys = self._ensure_keys()
         self._start_services()
         if self.broker is not None:
             self.broker_fresh_mb = rss_mb(self.broker.process.pid)
         self._start_simulator()
+
+    def _ensure_keys(self) -> list[KeyEntry]:
+        """The stack's keys file, made on the first start (a key per role and a desk key per
+        department the simulator plays), and every key of it stored."""
+        path = self.data_dir / KEYS_FILE_NAME
+        if path.exists():
+            entries = read_keys_file(path)
+        else:
+            entries = generate_entries(EMBEDDED_DEPARTMENTS, label="embedded")
+            write_keys_file(path, entries)
+        settings = self._bus_settings()
+
+        async def store_them() -> None:
+            schema = settings.auth_schema()
+            engine = make_engine(settings.database_url, schema, pool_size=1)
+            try:
+                await import_entries(KeyStore(engine, schema, cache_seconds=0), entries)
+            finally:
+                await engine.dispose()
+
+        try:
+            asyncio.run(store_them())
+        except KeysFileError as exc:
+            raise StackError(str(exc)) from exc
+        return entries
 
     def _check_service_ports(self) -> None:
         for name in SERVICE_NAMES:
@@ -354,6 +398,10 @@ def run_stack(
         echo(f"  KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers}")
         echo(f"  DATABASE_URL={stack.database_url}")
         echo(f"  (also in {data_dir / 'stack.env'}; logs in {data_dir / 'logs'})")
+        echo(f"  API keys (also in {data_dir / KEYS_FILE_NAME}, readable by you only):")
+        for entry in stack.keys:
+            who = f"{entry.role} {entry.department}" if entry.department else entry.role
+            echo(f"    {who:<16} {entry.token}")
         if with_simulator:
             echo(
                 f"  simulator: {settings.simulator_rate:g} tickets/s "

@@ -16,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from shared.auth.http import Authenticator
+from shared.auth.routes import router as keys_router
 from shared.db import Database, ReadTransaction
 from shared.errors import install_error_handlers
 from shared.observability import instrument
@@ -29,6 +31,7 @@ class ServiceDeps:
 
     database: Database
     settings: Settings
+    auth: Authenticator
 
 
 D = TypeVar("D", bound=ServiceDeps)
@@ -75,7 +78,8 @@ def create_service_app(runtime: Runtime, deps: ServiceDeps) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=spec.title, lifespan=lifespan)
+    # Bodies over the limit are refused with 413 as they arrive, before anything parses them.
+    app = FastAPI(title=spec.title, lifespan=lifespan, max_body_size=settings.max_body_bytes)
     app.state.runtime = runtime
     app.state.deps = deps
     install_error_handlers(app, settings.retry_after_seconds)
@@ -96,6 +100,6 @@ def create_service_app(runtime: Runtime, deps: ServiceDeps) -> FastAPI:
             content={"status": "ready" if ready else "not ready", "checks": checks},
         )
 
-    for router in spec.routers:
+    for router in (*spec.routers, keys_router):
         app.include_router(router)
     return app

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.names import Role
+
 Channel = Literal["phone", "online"]
 Category = Literal["consultation", "help", "complaint", "report", "suggestion"]
 TransferMode = Literal["transfer", "three_way"]
@@ -21,13 +23,28 @@ Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
 CalendarSource = Literal["holiday_file", "chinesecalendar", "weekends_only"]
 
 
+class Actor(BaseModel):
+    """The API key whose request caused an event: its id (never its secret), its role and,
+    for a department's key, the department. Who did it is part of the record."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key_id: str = Field(min_length=1, max_length=64)
+    role: Role
+    department: str | None = Field(default=None, max_length=64)
+
+
 class Event(BaseModel):
-    """Base of every event: frozen, forward compatible (unknown fields are ignored)."""
+    """Base of every event: frozen, forward compatible (unknown fields are ignored).
+
+    `actor` is the key that caused it; None for what the system did by itself (an overdue
+    sweep) and for events written before keys existed."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     ce_type: ClassVar[str]
     ticket_id: str = Field(min_length=1, max_length=64)
+    actor: Actor | None = None
 
     def occurred_at(self) -> datetime:
         """When the fact happened; the CloudEvent `time`."""

@@ -1,5 +1,5 @@
-"""Names of the contract that services and tools share: service names, rate names, and
-which satisfaction answers count as pleased.
+"""Names of the contract that services and tools share: service names, rate names, the
+roles of API keys, and which satisfaction answers count as pleased.
 
 Each is defined here once. A service, the CLI or the simulator's ground truth may use a
 name; the arithmetic behind it stays with whoever computes it.
@@ -8,8 +8,6 @@ name; the arithmetic behind it stays with whoever computes it.
 from __future__ import annotations
 
 from typing import Final, Literal, get_args
-
-from shared.events import Satisfaction
 
 ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
 SERVICE_NAMES: Final[tuple[ServiceName, ...]] = get_args(ServiceName)
@@ -31,5 +29,10 @@ RateName = Literal[
 RATE_NAMES: Final[tuple[RateName, ...]] = get_args(RateName)
 """The rates of DESIGN.md's table, in its order."""
 
-SATISFIED: Final[frozenset[Satisfaction]] = frozenset({"satisfied", "basically_satisfied"})
-"""Answers that count as a satisfied citizen (the satisfaction rate; they end a reopen)."""
+SATISFIED: Final[frozenset[str]] = frozenset({"satisfied", "basically_satisfied"})
+"""Satisfaction answers (`shared.events.Satisfaction`) that count as a satisfied citizen:
+the satisfaction rate's numerator; one ends a reopen (重办)."""
+
+Role = Literal["evaluator", "operator", "department", "callback", "auditor", "admin"]
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+"""Who an API key speaks for (README "Security" says what each may do)."""

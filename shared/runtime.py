@@ -18,11 +18,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from shared.auth.http import Authenticator
+from shared.auth.store import AUTH_MIGRATIONS, KeyStore
 from shared.background import BackgroundWork, Runner
 from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
 from shared.db import Database, ReadTransaction, UnitOfWork, UnitOfWorkFactory
 from shared.kafka import KafkaClients, dlq_topic
-from shared.migrations import upgrade, upgrade_async
+from shared.migrations import upgrade
 from shared.names import ServiceName
 from shared.outbox import KafkaPublisher, OutboxRelay, SqlOutboxStore
 from shared.projections import Projections
@@ -95,6 +97,11 @@ class Runtime:
             topic=self.topic,
             unit_of_work=spec.unit_of_work,
         )
+        self.auth = Authenticator(
+            KeyStore(self.database.engine, settings.auth_schema(), settings.auth_cache_seconds),
+            settings.rate_limit,
+            settings.auth_failure_limit,
+        )
         consumed = [settings.topic(owner) for owner in spec.consumes]
         self.kafka = KafkaClients(
             settings,
@@ -149,16 +156,16 @@ class Runtime:
         )
 
     def migrate(self) -> None:
-        """Bring this service's schema to the newest revision (blocking)."""
+        """Bring this service's schema, and the keys' schema, to the newest revision
+        (blocking)."""
+        upgrade(AUTH_MIGRATIONS, self.settings.database_url, self.settings.auth_schema())
         upgrade(self.spec.migrations, self.settings.database_url, self.database.schema)
 
     async def start(self) -> None:
         """Migrate, then start the loops. The broker may be down: the relay and the consumer
         start once it answers."""
         if self.settings.migrate_on_start:
-            await upgrade_async(
-                self.spec.migrations, self.settings.database_url, self.database.schema
-            )
+            await asyncio.to_thread(self.migrate)
         # Connecting is not bounded by `stopping`: a service asked to stop while still
         # connecting finishes connecting first (within the drain bound), so events that
         # reached the broker before it joined its group are not left behind.

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=4)
     """How long a service trusts what it read about a key: a revoked key stops working on
     every service within this (and never later than 5 s)."""
+    auth_failure_limit: str = "20/second"
+    """Requests with a missing or wrong key one client address may make (guessing is slow)."""
     rate_limit: str = "200/second"
     """Requests per API key, in the `limits` notation ("200/second", "10000/hour;50/second");
     kept per process, so N replicas allow up to N times as many."""
@@ -152,3 +154,7 @@ class Settings(BaseSettings):
     def schema_of(self, service: ServiceName) -> str:
         """The database schema a service owns."""
         return f"{self.schema_prefix}{service}"
+
+    def auth_schema(self) -> str:
+        """The database schema of the API keys, which every service reads."""
+        return f"{self.schema_prefix}auth"

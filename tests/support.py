@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,9 +25,12 @@ from services.dispatch.app import create_app as create_dispatch
 from services.followup.app import create_app as create_followup
 from services.intake.app import create_app as create_intake
 from services.metrics.app import create_app as create_metrics
+from shared.auth.keyfile import KeyRing, generate_entries, import_entries
+from shared.auth.store import KeyStore
+from shared.db import make_engine
 from shared.envelope import KafkaRecord, encode, event_data
 from shared.events import Event
-from shared.names import ServiceName
+from shared.names import Role, ServiceName
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -93,33 +97,78 @@ def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings
         "consumer_session_timeout_ms": 6000,
         "shutdown_drain_seconds": 5.0,
         "log_json": False,
+        # Tests send many requests without a valid key on purpose (the role matrix).
+        "auth_failure_limit": "1000/second",
     }
     values.update(overrides)
     return Settings.model_validate(values)
 
 
+DEFAULT_ROLE: dict[ServiceName, Role] = {
+    "intake": "evaluator",
+    "dispatch": "operator",
+    "followup": "callback",
+    "metrics": "auditor",
+}
+"""The role a test speaks to each service with unless it asks for another."""
+
+
 @asynccontextmanager
 async def running_service(
-    name: ServiceName, settings: Settings, *, wait_for_broker: bool = True
+    name: ServiceName,
+    settings: Settings,
+    *,
+    wait_for_broker: bool = True,
+    role: Role | None = None,
 ) -> AsyncIterator[ServiceClient]:
     """A service app with its lifespan running (migrations, relay, consumer), and an HTTP
-    client speaking to it in-process."""
+    client speaking to it in-process with a key of `role` (default: `DEFAULT_ROLE`)."""
     app = load_app(name, settings)
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as clients:
         runtime = app.state.runtime
         if wait_for_broker:
             await eventually(runtime.broker_connected.is_set, message=f"{name} on the broker")
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
-            yield ServiceClient(client, runtime)
+        service = ServiceClient(
+            name, runtime, httpx.ASGITransport(app=app), f"http://{name}", clients
+        )
+        service.http = await service.as_role(role or DEFAULT_ROLE[name])
+        yield service
 
 
 @dataclass
 class ServiceClient:
-    """An HTTP client of one running service, plus its runtime for white-box waits."""
+    """HTTP clients of one running service, one per key, and its runtime for white-box
+    waits. `http` speaks with the default role's key."""
 
-    http: httpx.AsyncClient
+    name: ServiceName
     runtime: Any
+    transport: httpx.AsyncBaseTransport
+    base_url: str
+    _clients: contextlib.AsyncExitStack
+    http: httpx.AsyncClient = field(init=False)
+    _by_key: dict[tuple[Role | None, str | None], httpx.AsyncClient] = field(default_factory=dict)
+
+    async def as_role(self, role: Role | None, department: str | None = None) -> httpx.AsyncClient:
+        """A client sending a new key of `role` (a department's for `department`); `None`: a
+        client sending no key at all."""
+        if (role, department) not in self._by_key:
+            headers = {}
+            if role is not None:
+                token, _ = await self.runtime.auth.store.create(
+                    name=f"test {role} {department or ''}".strip(),
+                    role=role,
+                    department=department,
+                )
+                headers["Authorization"] = f"Bearer {token.value}"
+            client = httpx.AsyncClient(
+                transport=self.transport, base_url=self.base_url, headers=headers
+            )
+            self._by_key[(role, department)] = await self._clients.enter_async_context(client)
+        return self._by_key[(role, department)]
+
+    async def department(self, department: str) -> httpx.AsyncClient:
+        """A client with the key of `department`'s desk."""
+        return await self.as_role("department", department)
 
     async def consumed(self) -> None:
         """Wait until this service's consumer has caught up with everything on its topics."""
@@ -182,6 +231,19 @@ async def publish(
     """Put `event` on `topic` as its owner's relay would, and wait for the broker."""
     record = record_of(event, event_id)
     await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+
+
+async def stored_keys(settings: Settings, departments: Iterable[str] = ()) -> KeyRing:
+    """New keys for every role (and these departments' desks), stored in the settings'
+    database (whose auth schema a started service has migrated), as a client's key ring."""
+    entries = generate_entries(departments, label="test")
+    schema = settings.auth_schema()
+    engine = make_engine(settings.database_url, schema)
+    try:
+        await import_entries(KeyStore(engine, schema, cache_seconds=0), entries)
+    finally:
+        await engine.dispose()
+    return KeyRing(entries)
 
 
 class LocalPostgres:

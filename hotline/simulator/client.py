@@ -1,19 +1,23 @@
-"""The HTTP side of the simulator: where the services answer, one client each, what their
-refusals mean (retry or give up) and the two reads every run makes (`/healthz`, `/rates`)."""
+"""The HTTP side of the simulator: where the services answer, one client each, the API keys
+it plays each role with, what refusals mean (retry or give up) and the two reads every run
+makes (`/healthz`, `/rates`)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
-from shared.names import SERVICE_NAMES, ServiceName
+from shared.auth.keyfile import KeyRing
+from shared.names import SERVICE_NAMES, Role, ServiceName
 from shared.settings import Settings
 
 MIN_RETRY_SECONDS: Final = 0.05
+PLAYED_ROLES: Final[tuple[Role, ...]] = ("evaluator", "operator", "callback", "auditor")
+"""The roles a run plays besides the departments' desks (the auditor reads `/rates`)."""
 
 
 class SimulatorError(Exception):
@@ -49,21 +53,49 @@ class Endpoints:
 
 @dataclass
 class ServiceClients:
-    """One HTTP client per service; tests pass in-process (ASGI) clients."""
+    """One HTTP client per service (tests pass in-process ASGI clients), and the keys: each
+    step is played with the role that does it in real life."""
 
     intake: httpx.AsyncClient
     dispatch: httpx.AsyncClient
     followup: httpx.AsyncClient
     metrics: httpx.AsyncClient
+    keys: KeyRing
 
     def of(self, service: ServiceName) -> httpx.AsyncClient:
         """The client of `service`."""
         client: httpx.AsyncClient = getattr(self, service)
         return client
 
+    def auth(self, role: Role, department: str | None = None) -> dict[str, str]:
+        """The Authorization header of the key for `role` (a department's for `department`)."""
+        try:
+            token = self.keys.token(role, department)
+        except KeyError as exc:
+            raise SimulatorError(f"{exc.args[0]}: add it to the keys file (--keys)") from exc
+        return {"Authorization": f"Bearer {token}"}
+
+
+def check_keys(keys: KeyRing, departments: Iterable[str]) -> None:
+    """SimulatorError naming every role and department the run needs a key for and lacks."""
+    missing: list[str] = []
+    for role in PLAYED_ROLES:
+        try:
+            keys.token(role)
+        except KeyError:
+            missing.append(role)
+    missing += [f"department {d}" for d in sorted(set(departments) - keys.departments)]
+    if missing:
+        raise SimulatorError(
+            f"no API key for {', '.join(missing)}: give a keys file with --keys (`hotline up` "
+            "writes one to <data dir>/api-keys.toml; `hotline keys new-file` makes one)"
+        )
+
 
 @contextlib.asynccontextmanager
-async def open_clients(endpoints: Endpoints, timeout: float) -> AsyncIterator[ServiceClients]:
+async def open_clients(
+    endpoints: Endpoints, timeout: float, keys: KeyRing
+) -> AsyncIterator[ServiceClients]:
     """Clients for the services at `endpoints`, closed on exit."""
     async with contextlib.AsyncExitStack() as stack:
         clients = {
@@ -72,7 +104,7 @@ async def open_clients(endpoints: Endpoints, timeout: float) -> AsyncIterator[Se
             )
             for name in SERVICE_NAMES
         }
-        yield ServiceClients(**clients)
+        yield ServiceClients(**clients, keys=keys)
 
 
 def retry_delay(response: httpx.Response) -> float | None:
@@ -120,7 +152,7 @@ async def read_rates(clients: ServiceClients, params: dict[str, str]) -> dict[st
     """`GET /rates` with `params`: the `rates` object."""
     client = clients.metrics
     try:
-        response = await client.get("/rates", params=params)
+        response = await client.get("/rates", params=params, headers=clients.auth("auditor"))
     except httpx.TransportError as exc:
         raise unreachable("metrics", client, exc) from exc
     if not response.is_success:

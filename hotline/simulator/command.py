@@ -21,6 +21,7 @@ from hotline.simulator.params import (
     with_overrides,
 )
 from hotline.simulator.run import run
+from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing, KeysFileError
 from shared.settings import Settings
 
 LIVE_RATE = 0.5
@@ -126,6 +127,16 @@ def simulate(
     definite_rate: Annotated[float | None, _probability("Replies that are definite")] = None,
     phone_share: Annotated[float | None, _probability("Tickets by phone (the rest online)")] = None,
     callback_rate: Annotated[float | None, _probability("Eligible tickets called back")] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            dir_okay=False,
+            help="Keys file with a key per role and one per department's desk (default: "
+            "<data dir>/api-keys.toml, which `hotline up` writes).",
+            show_default=False,
+        ),
+    ] = None,
     intake_url: Annotated[str | None, _url("intake")] = None,
     dispatch_url: Annotated[str | None, _url("dispatch")] = None,
     followup_url: Annotated[str | None, _url("followup")] = None,
@@ -161,14 +172,23 @@ def simulate(
         window_start=_day(window_start),
         settle_timeout=settle_timeout,
     )
+    settings = Settings()
+    keys_path = keys_file or settings.data_dir / KEYS_FILE_NAME
+    try:
+        keys = KeyRing.from_file(keys_path)
+    except KeysFileError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
     endpoints = Endpoints.from_settings(
-        Settings(),
+        settings,
         intake=intake_url,
         dispatch=dispatch_url,
         followup=followup_url,
         metrics=metrics_url,
     )
-    code = asyncio.run(run(config, endpoints=endpoints, live=live, json_output=json_output))
+    code = asyncio.run(
+        run(config, endpoints=endpoints, keys=keys, live=live, json_output=json_output)
+    )
     raise typer.Exit(code)
 
 

@@ -12,7 +12,7 @@ from typing import Final
 
 import httpx
 
-from hotline.simulator.client import ServiceClients, SimulatorError, read_rates
+from hotline.simulator.client import ServiceClients, SimulatorError, check_keys, read_rates
 from hotline.simulator.config import RunConfig, Say, new_run_id
 from hotline.simulator.model import Story, iter_stories
 from hotline.simulator.pacing import launch_at_rate
@@ -56,6 +56,7 @@ async def simulate_live(
     """Tickets submitted now at `config.rate` a second until `stop` is set; a summary line
     every `config.summary_every` seconds. Stories in flight when stopped are abandoned."""
     run_id = config.run_id or new_run_id()
+    check_keys(clients.keys, config.params.departments())
     player = Player(clients, config, run_id)
     if not await wait_until_ready(clients, say, stop):
         return player

@@ -409,6 +409,10 @@ class SimulatorParams(Frozen):
             raise ValueError("cities: names must not be empty")
         return self
 
+    def departments(self) -> frozenset[str]:
+        """The departments the stories involve: a run needs a key for each one's desk."""
+        return frozenset(scenario.department for scenario in self.scenarios)
+
 
 def source_of(name: str, model: type[BaseModel] = SimulatorParams) -> Source | None:
     """The `Source` of a field, or None for a field without one (e.g. `timing`)."""

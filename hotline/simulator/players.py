@@ -43,7 +43,7 @@ from hotline.simulator.truth import (
     SentWorkOrder,
 )
 from shared.clock import utc_now
-from shared.names import ServiceName
+from shared.names import Role, ServiceName
 
 CONNECT_ATTEMPTS: Final = 5
 
@@ -88,11 +88,15 @@ class Player:
         path: str,
         body: dict[str, Any],
         *,
+        role: Role,
+        department: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """POST and return the 2xx JSON answer, retrying what is safe to retry."""
+        """POST as `role` and return the 2xx JSON answer, retrying what is safe to retry."""
         client = self.clients.of(service)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = self.clients.auth(role, department)
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         deadline = time.monotonic() + self.config.not_known_timeout
         failed_connects = 0
         while True:
@@ -202,6 +206,7 @@ class Player:
             "intake",
             "/tickets",
             ticket_body(story, evaluator=f"simulator {self.run_id}", submitted_at=submitted_at),
+            role="evaluator",
             idempotency_key=f"{self.key_prefix}-{story.index}",
         )
         sent = SentTicket(
@@ -221,7 +226,10 @@ class Player:
     ) -> SentTransfer:
         """POST a transfer or three-way call and record it."""
         answer = await self.post(
-            "dispatch", f"/tickets/{sent.ticket_id}/transfers", transfer_body(story, plan, at)
+            "dispatch",
+            f"/tickets/{sent.ticket_id}/transfers",
+            transfer_body(story, plan, at),
+            role="operator",
         )
         transfer = SentTransfer(story.department, plan.mode, plan.connected, answered_at(answer))
         return self.recorded("transfers", sent.transfers, transfer)
@@ -231,7 +239,10 @@ class Player:
     ) -> SentWorkOrder:
         """POST a work order and record it with the `due_at` dispatch gave it."""
         answer = await self.post(
-            "dispatch", f"/tickets/{sent.ticket_id}/work-orders", work_order_body(plan, created)
+            "dispatch",
+            f"/tickets/{sent.ticket_id}/work-orders",
+            work_order_body(plan, created),
+            role="operator",
         )
         work_order = SentWorkOrder(
             work_order_id=answer["work_order_id"],
@@ -246,7 +257,11 @@ class Player:
     ) -> SentReply:
         """POST the department's reply and record it."""
         answer = await self.post(
-            "dispatch", f"/work-orders/{work_order.work_order_id}/replies", reply_body(plan, at)
+            "dispatch",
+            f"/work-orders/{work_order.work_order_id}/replies",
+            reply_body(plan, at),
+            role="department",
+            department=work_order.department,
         )
         reply = SentReply(plan.quality, answered_at(answer))
         return self.recorded("replies", work_order.replies, reply)
@@ -256,7 +271,10 @@ class Player:
     ) -> SentCallback:
         """POST a callback and record it."""
         answer = await self.post(
-            "followup", f"/tickets/{sent.ticket_id}/callbacks", callback_body(plan, at)
+            "followup",
+            f"/tickets/{sent.ticket_id}/callbacks",
+            callback_body(plan, at),
+            role="callback",
         )
         callback = SentCallback(plan.reached, plan.satisfaction, answered_at(answer))
         return self.recorded("callbacks", sent.callbacks, callback)

@@ -21,6 +21,7 @@ from hotline.simulator.client import (
     ServiceClients,
     ServiceUnreachable,
     SimulatorError,
+    check_keys,
     check_reachable,
     open_clients,
     read_rates,
@@ -35,6 +36,7 @@ from hotline.simulator.report import as_json, render_table
 from hotline.simulator.results import RunResult
 from hotline.simulator.truth import Selection, combined, expected_rates
 from hotline.simulator.window import choose_window
+from shared.auth.keyfile import KeyRing
 from shared.clock import utc_now
 from shared.names import SERVICE_NAMES
 
@@ -43,6 +45,7 @@ async def simulate(config: RunConfig, clients: ServiceClients, *, say: Say = pri
     """The comparison run: play `config.tickets` back-dated stories, then poll `/rates`
     for their window until it equals the expectation or the settle timeout passes."""
     run_id = config.run_id or new_run_id()
+    check_keys(clients.keys, config.params.departments())
     await check_reachable(clients, SERVICE_NAMES)
     window, baseline = await choose_window(clients, config, run_id)
     say(
@@ -126,6 +129,7 @@ async def run(
     config: RunConfig,
     *,
     endpoints: Endpoints | None = None,
+    keys: KeyRing | None = None,
     clients: ServiceClients | None = None,
     live: bool = False,
     json_output: bool = False,
@@ -134,7 +138,7 @@ async def run(
 ) -> int:
     """`hotline simulate`: a comparison run (exit 0 all match, 1 a rate differs, 2 the run
     failed) or, with `live`, a live run until SIGINT/SIGTERM (exit 0). Clients are opened
-    on `endpoints` unless given."""
+    on `endpoints`, with `keys`, unless given."""
     out = console or Console()
     if console is None and not out.is_terminal:
         out.width = max(out.width, 120)  # a log file or a pipe: keep the table's rows whole
@@ -146,9 +150,11 @@ async def run(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if clients is None:
-                if endpoints is None:
-                    raise SimulatorError("give the services' endpoints or clients")
-                clients = await stack.enter_async_context(open_clients(endpoints, request_timeout))
+                if endpoints is None or keys is None:
+                    raise SimulatorError("give the services' endpoints and keys, or clients")
+                clients = await stack.enter_async_context(
+                    open_clients(endpoints, request_timeout, keys)
+                )
             if live:
                 await run_live(config, clients, say)
                 return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from services.dispatch import commands, views
 from services.dispatch.deps import Deps
@@ -27,10 +27,18 @@ from services.dispatch.models import (
 )
 from services.dispatch.views import StatusFilter
 from shared.app import ReadDep
+from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.store import Principal
 from shared.clock import utc_now
 from shared.errors import MALFORMED_JSON, not_yet_known_response
 
-router = APIRouter(tags=["dispatch"])
+router = APIRouter(tags=["dispatch"], responses=AUTH_RESPONSES)
+
+Operator = Annotated[Principal, Depends(Allow("operator"))]
+Department = Annotated[Principal, Depends(Allow("department"))]
+Reader = Annotated[Principal, Depends(Allow("operator", "auditor", "department"))]
+"""Department keys see their own department's work orders only (another's is a 404)."""
+TicketReader = Annotated[Principal, Depends(Allow("operator", "auditor"))]
 
 NOT_YET_KNOWN = not_yet_known_response("dispatch")
 NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such work order"}}
@@ -42,13 +50,20 @@ NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such 
     response_model=TransferPublic,
     responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
 )
-async def attempt_transfer(ticket_id: str, body: TransferCreate, deps: Deps) -> TransferPublic:
+async def attempt_transfer(
+    caller: Operator, ticket_id: str, body: TransferCreate, deps: Deps
+) -> TransferPublic:
     """Record a transfer (`mode=transfer`, 转接) or a three-way call (`three_way`, 第三方通话)
     and whether it connected; publishes `hotline.transfer.attempted.v1`.
 
     `at` defaults to now; it may not be before the ticket's submission (422)."""
     transfer = await commands.attempt_transfer(
-        deps.database.unit_of_work, ticket_id, body, now=utc_now(), policy=deps.policy
+        deps.database.unit_of_work,
+        ticket_id,
+        body,
+        now=utc_now(),
+        policy=deps.policy,
+        actor=caller.actor,
     )
     return _transfer(transfer)
 
@@ -68,7 +83,7 @@ async def attempt_transfer(ticket_id: str, body: TransferCreate, deps: Deps) -> 
     },
 )
 async def create_work_order(
-    ticket_id: str, body: WorkOrderCreate, response: Response, deps: Deps
+    caller: Operator, ticket_id: str, body: WorkOrderCreate, response: Response, deps: Deps
 ) -> WorkOrderPublic:
     """Dispatch a work order (工单) to a department; publishes `hotline.workorder.created.v1`.
 
@@ -81,7 +96,7 @@ async def create_work_order(
     submission (422)."""
     now = utc_now()
     work_order = await commands.create_work_order(
-        deps.database.unit_of_work, ticket_id, body, now=now, policy=deps.policy
+        deps.database.unit_of_work, ticket_id, body, now=now, policy=deps.policy, actor=caller.actor
     )
     response.headers["Location"] = f"/work-orders/{work_order.work_order_id}"
     return _work_order(work_order, now)
@@ -93,28 +108,33 @@ async def create_work_order(
     response_model=ReplyPublic,
     responses={**NO_WORK_ORDER, **MALFORMED_JSON},
 )
-async def reply_to_work_order(work_order_id: str, body: ReplyCreate, deps: Deps) -> ReplyPublic:
+async def reply_to_work_order(
+    caller: Department, work_order_id: str, body: ReplyCreate, deps: Deps
+) -> ReplyPublic:
     """Record a department's reply (部门回复); publishes `hotline.workorder.replied.v1`.
 
     The first reply is what the rates use and never changes (`first: true`); later replies
     are kept with `first: false`. `at` may not be before the work order's `created_at` nor
     before its first reply (422)."""
     reply = await commands.reply_to_work_order(
-        deps.database.unit_of_work, work_order_id, body, now=utc_now()
+        deps.database.unit_of_work, work_order_id, body, now=utc_now(), actor=caller.actor
     )
     return _reply(reply)
 
 
 @router.get("/work-orders/{work_order_id}", response_model=WorkOrderDetail, responses=NO_WORK_ORDER)
-async def read_work_order(work_order_id: str, db: ReadDep) -> WorkOrderDetail:
+async def read_work_order(caller: Reader, work_order_id: str, db: ReadDep) -> WorkOrderDetail:
     """One work order with all its replies, oldest first."""
-    work_order, replies = await views.get_work_order(db, work_order_id)
+    work_order, replies = await views.get_work_order(
+        db, work_order_id, only_department=caller.department
+    )
     shown = _work_order(work_order, utc_now())
     return WorkOrderDetail(**shown.model_dump(), replies=[_reply(r) for r in replies])
 
 
 @router.get("/work-orders", response_model=WorkOrderPage)
 async def list_work_orders(
+    caller: Reader,
     db: ReadDep,
     status: Annotated[
         StatusFilter | None,
@@ -138,12 +158,15 @@ async def list_work_orders(
         now=now,
         limit=limit,
         cursor=cursor,
+        only_department=caller.department,
     )
     return WorkOrderPage(items=[_work_order(w, now) for w in work_orders], next_cursor=next_cursor)
 
 
 @router.get("/tickets/{ticket_id}", response_model=DispatchTicketPublic, responses=NOT_YET_KNOWN)
-async def read_ticket(ticket_id: str, db: ReadDep, deps: Deps) -> DispatchTicketPublic:
+async def read_ticket(
+    caller: TicketReader, ticket_id: str, db: ReadDep, deps: Deps
+) -> DispatchTicketPublic:
     """Dispatch's view of a ticket: transfers, work orders and whether it is reopened (重办).
 
     An unsatisfied callback reopens the ticket (`reopened: true`, `reopen_count` + 1); it

@@ -46,5 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_due_working_days=settings.default_due_working_days,
         retry_after_seconds=settings.retry_after_seconds,
     )
-    deps = DispatchDeps(database=runtime.database, settings=settings, policy=policy)
+    deps = DispatchDeps(
+        database=runtime.database, settings=settings, auth=runtime.auth, policy=policy
+    )
     return create_service_app(runtime, deps)

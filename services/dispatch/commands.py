@@ -31,11 +31,17 @@ from services.dispatch.models import (
     WorkOrder,
     WorkOrderCreate,
 )
-from services.dispatch.views import known_ticket
+from services.dispatch.views import known_ticket, visible_to
 from shared.clock import not_before, not_before_submission
 from shared.db import Transaction, UnitOfWorkFactory, new_id
 from shared.errors import Conflict, NotFound
-from shared.events import TransferAttempted, WorkOrderCreated, WorkOrderOverdue, WorkOrderReplied
+from shared.events import (
+    Actor,
+    TransferAttempted,
+    WorkOrderCreated,
+    WorkOrderOverdue,
+    WorkOrderReplied,
+)
 from shared.workdays import due_at
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,7 @@ async def attempt_transfer(
     *,
     now: datetime,
     policy: DispatchPolicy,
+    actor: Actor,
 ) -> Transfer:
     """Record a transfer or three-way call attempt and announce it."""
     async with new_uow() as uow:
@@ -72,6 +79,7 @@ async def attempt_transfer(
         uow.session.add(transfer)
         await uow.emit(
             TransferAttempted(
+                actor=actor,
                 ticket_id=ticket_id,
                 transfer_id=transfer.transfer_id,
                 department=command.department,
@@ -95,6 +103,7 @@ async def create_work_order(
     *,
     now: datetime,
     policy: DispatchPolicy,
+    actor: Actor,
 ) -> WorkOrder:
     """Dispatch a work order to a department with its working-day deadline, and announce it."""
     async with new_uow() as uow:
@@ -118,6 +127,7 @@ async def create_work_order(
         uow.session.add(work_order)
         await uow.emit(
             WorkOrderCreated(
+                actor=actor,
                 ticket_id=ticket_id,
                 work_order_id=work_order.work_order_id,
                 department=command.department,
@@ -152,16 +162,24 @@ async def create_work_order(
 
 
 async def reply_to_work_order(
-    new_uow: UnitOfWorkFactory, work_order_id: str, command: ReplyCreate, *, now: datetime
+    new_uow: UnitOfWorkFactory,
+    work_order_id: str,
+    command: ReplyCreate,
+    *,
+    now: datetime,
+    actor: Actor,
 ) -> Reply:
-    """Record a department's reply and announce it; the first reply is marked and kept."""
+    """Record a department's reply and announce it; the first reply is marked and kept.
+
+    A department key replies to its own department's work orders only: another's is
+    NotFound, as if it did not exist."""
     async with new_uow() as uow:
         work_order = (
             await uow.session.exec(
                 select(WorkOrder).where(WorkOrder.work_order_id == work_order_id).with_for_update()
             )
         ).first()
-        if work_order is None:
+        if work_order is None or not visible_to(work_order, actor.department):
             raise NotFound(f"work order {work_order_id} not found")
         at = command.at or now
         not_before(at, work_order.created_at, field="at", what="the work order's created_at")
@@ -188,6 +206,7 @@ async def reply_to_work_order(
         uow.session.add_all([reply, work_order])
         await uow.emit(
             WorkOrderReplied(
+                actor=actor,
                 ticket_id=work_order.ticket_id,
                 work_order_id=work_order_id,
                 reply_id=reply.reply_id,

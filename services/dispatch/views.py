@@ -71,10 +71,18 @@ async def get_ticket_view(
     )
 
 
-async def get_work_order(db: ReadTransaction, work_order_id: str) -> tuple[WorkOrder, list[Reply]]:
-    """A work order and all its replies, oldest first; NotFound if there is none."""
+def visible_to(work_order: WorkOrder, only_department: str | None) -> bool:
+    """Whether a caller restricted to `only_department` (a department's key) may see it."""
+    return only_department is None or work_order.department == only_department
+
+
+async def get_work_order(
+    db: ReadTransaction, work_order_id: str, *, only_department: str | None = None
+) -> tuple[WorkOrder, list[Reply]]:
+    """A work order and all its replies, oldest first; NotFound if there is none, or if it
+    belongs to another department than `only_department` (never confirm that it exists)."""
     work_order = await db.session.get(WorkOrder, work_order_id)
-    if work_order is None:
+    if work_order is None or not visible_to(work_order, only_department):
         raise NotFound(f"work order {work_order_id} not found")
     replies = await db.session.exec(
         select(Reply)
@@ -93,9 +101,13 @@ async def list_work_orders(
     now: datetime,
     limit: int,
     cursor: str | None,
+    only_department: str | None = None,
 ) -> tuple[Sequence[WorkOrder], str | None]:
-    """Work orders, earliest due first (the most overdue lead), one page after `cursor`."""
+    """Work orders, earliest due first (the most overdue lead), one page after `cursor`;
+    only `only_department`'s when set (a department's key)."""
     query = select(WorkOrder)
+    if only_department is not None:
+        query = query.where(WorkOrder.department == only_department)
     if status == "replied":
         query = query.where(col(WorkOrder.first_reply_at).is_not(None))
     elif status in ("unanswered", "overdue"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
 from services.followup import commands, views
 from services.followup.deps import Deps
@@ -18,10 +18,15 @@ from services.followup.models import (
 )
 from services.followup.views import Eligibility
 from shared.app import ReadDep
+from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.store import Principal
 from shared.clock import utc_now
 from shared.errors import MALFORMED_JSON, not_yet_known_response
 
-router = APIRouter(tags=["followup"])
+router = APIRouter(tags=["followup"], responses=AUTH_RESPONSES)
+
+CallbackDesk = Annotated[Principal, Depends(Allow("callback"))]
+Reader = Annotated[Principal, Depends(Allow("callback", "auditor"))]
 
 NOT_YET_KNOWN = not_yet_known_response("followup")
 
@@ -32,7 +37,9 @@ NOT_YET_KNOWN = not_yet_known_response("followup")
     response_model=CallbackPublic,
     responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
 )
-async def log_callback(ticket_id: str, body: CallbackCreate, deps: Deps) -> CallbackPublic:
+async def log_callback(
+    caller: CallbackDesk, ticket_id: str, body: CallbackCreate, deps: Deps
+) -> CallbackPublic:
     """Record a callback (回访); publishes `hotline.callback.logged.v1`.
 
     `satisfaction` must be null when `reached` is false, and may be null when reached (the
@@ -44,12 +51,14 @@ async def log_callback(ticket_id: str, body: CallbackCreate, deps: Deps) -> Call
         body,
         now=utc_now(),
         retry_after_seconds=deps.settings.retry_after_seconds,
+        actor=caller.actor,
     )
     return _callback(callback)
 
 
 @router.get("/callbacks/due", response_model=DueCallbackPage)
 async def list_due_callbacks(
+    caller: Reader,
     db: ReadDep,
     city: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -65,7 +74,9 @@ async def list_due_callbacks(
 
 
 @router.get("/tickets/{ticket_id}", response_model=FollowupTicketPublic, responses=NOT_YET_KNOWN)
-async def read_ticket(ticket_id: str, db: ReadDep, deps: Deps) -> FollowupTicketPublic:
+async def read_ticket(
+    caller: Reader, ticket_id: str, db: ReadDep, deps: Deps
+) -> FollowupTicketPublic:
     """Followup's view of a ticket: its callbacks, oldest first, and whether one is due."""
     view = await views.get_ticket_view(db, ticket_id, deps.settings.retry_after_seconds)
     ticket, eligibility = view.ticket, view.eligibility

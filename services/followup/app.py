@@ -27,4 +27,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build followup's app."""
     settings = settings or Settings()
     runtime = Runtime(SPEC, settings)
-    return create_service_app(runtime, ServiceDeps(database=runtime.database, settings=settings))
+    return create_service_app(
+        runtime, ServiceDeps(database=runtime.database, settings=settings, auth=runtime.auth)
+    )

@@ -10,7 +10,7 @@ from services.followup.models import Callback, CallbackCreate
 from services.followup.views import known_ticket
 from shared.clock import not_before_submission
 from shared.db import UnitOfWorkFactory, new_id
-from shared.events import CallbackLogged
+from shared.events import Actor, CallbackLogged
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ async def log_callback(
     *,
     now: datetime,
     retry_after_seconds: int,
+    actor: Actor,
 ) -> Callback:
     """Record a callback and announce it (`hotline.callback.logged.v1`)."""
     async with new_uow() as uow:
@@ -39,6 +40,7 @@ async def log_callback(
         uow.session.add(callback)
         await uow.emit(
             CallbackLogged(
+                actor=actor,
                 ticket_id=ticket_id,
                 callback_id=callback.callback_id,
                 reached=command.reached,

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import AwareDatetime
 
 from services.intake import commands, views
 from services.intake.deps import Deps
 from services.intake.models import TicketCreate, TicketCreated, TicketPage, TicketPublic
 from shared.app import ReadDep
+from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.store import Principal
 from shared.errors import MALFORMED_JSON
 
-router = APIRouter(tags=["tickets"])
+router = APIRouter(tags=["tickets"], responses=AUTH_RESPONSES)
+
+Evaluator = Annotated[Principal, Depends(Allow("evaluator"))]
+Reader = Annotated[Principal, Depends(Allow("evaluator", "operator", "auditor"))]
+"""An evaluator reads the tickets its own key submitted (another's is a 404)."""
+
+
+def _own_only(caller: Principal) -> str | None:
+    return caller.key_id if caller.role == "evaluator" else None
 
 
 @router.post(
@@ -26,6 +36,7 @@ router = APIRouter(tags=["tickets"])
     },
 )
 async def create_ticket(
+    caller: Evaluator,
     body: TicketCreate,
     response: Response,
     deps: Deps,
@@ -35,7 +46,12 @@ async def create_ticket(
 ) -> TicketCreated:
     """Record a citizen's request. The same Idempotency-Key and body give the same ticket."""
     result = await commands.submit_ticket(
-        deps.database.unit_of_work, body, hasher=deps.hasher, idempotency_key=idempotency_key
+        deps.database.unit_of_work,
+        body,
+        hasher=deps.hasher,
+        cities=deps.cities,
+        actor=caller.actor,
+        idempotency_key=idempotency_key,
     )
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -44,22 +60,32 @@ async def create_ticket(
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketPublic, responses={404: {}})
-async def read_ticket(ticket_id: str, db: ReadDep) -> TicketPublic:
+async def read_ticket(caller: Reader, ticket_id: str, db: ReadDep) -> TicketPublic:
     """One ticket, with its phone number masked."""
-    return TicketPublic.of(await views.get_ticket(db, ticket_id))
+    ticket = await views.get_ticket(db, ticket_id, only_submitted_by=_own_only(caller))
+    return TicketPublic.of(ticket)
 
 
 @router.get("/tickets", response_model=TicketPage)
 async def list_tickets(
+    caller: Reader,
     db: ReadDep,
+    deps: Deps,
     city: str | None = None,
     since: Annotated[AwareDatetime | None, Query(description="submitted at or after")] = None,
     until: Annotated[AwareDatetime | None, Query(description="submitted before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> TicketPage:
-    """Tickets newest first; follow `next_cursor` for the next page."""
+    """Tickets newest first; follow `next_cursor` for the next page. An evaluator's key
+    lists the tickets it submitted. `city` may be given by either of its names."""
     tickets, next_cursor = await views.list_tickets(
-        db, city=city, since=since, until=until, limit=limit, cursor=cursor
+        db,
+        city=deps.cities.canonical(city) or city if city else None,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+        only_submitted_by=_own_only(caller),
     )
     return TicketPage(items=[TicketPublic.of(t) for t in tickets], next_cursor=next_cursor)

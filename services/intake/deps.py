@@ -7,13 +7,16 @@ from typing import Annotated
 
 from services.intake.privacy import PhoneHasher
 from shared.app import ServiceDeps, depends_on_deps
+from shared.cities import Cities
 
 
 @dataclass(frozen=True)
 class IntakeDeps(ServiceDeps):
-    """The database and settings, and the keyed hash of phone numbers."""
+    """The database and settings, the keyed hash of phone numbers, and the cities a ticket
+    may name."""
 
     hasher: PhoneHasher
+    cities: Cities
 
 
 Deps = Annotated[IntakeDeps, depends_on_deps(IntakeDeps)]

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -28,7 +28,11 @@ class Ticket(IntakeModel, table=True):
     """A citizen's request as intake stores it. The phone number only masked and hashed."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index("tickets_by_time", "submitted_at", "ticket_id"),)
+    __table_args__ = (
+        Index("tickets_by_time", "submitted_at", "ticket_id"),
+        Index("tickets_by_submitter", "submitted_by", "submitted_at", "ticket_id"),
+        UniqueConstraint("submitted_by", "idempotency_key", name="tickets_idempotency_per_key"),
+    )
 
     ticket_id: str = Field(primary_key=True, max_length=64)
     city: str = Field(max_length=64, index=True)
@@ -44,8 +48,10 @@ class Ticket(IntakeModel, table=True):
     call_answered: bool
     wait_seconds: float | None = None
     resolved_at_first_contact: bool
-    idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    idempotency_key: str | None = Field(default=None, max_length=255)
     request_fingerprint: str | None = Field(default=None, max_length=64)
+    submitted_by: str | None = Field(default=None, max_length=16)
+    """The API key (its id) that submitted it: an evaluator reads its own tickets only."""
 
 
 class CallInput(CallOutcome):
@@ -66,12 +72,25 @@ class TicketCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    city: str = PydanticField(min_length=1, max_length=64, examples=["沈阳"])
+    city: str = PydanticField(
+        min_length=1,
+        max_length=64,
+        examples=["沈阳"],
+        description="A prefecture-level city (or a county-level one directly under a province) "
+        "by its name or official name, 沈阳 or 沈阳市; a 地区, 盟 or 自治州 by its full name. "
+        "Stored and announced by its canonical name (沈阳).",
+    )
     channel: Channel
     scenario: str = PydanticField(min_length=1, max_length=64, examples=["社保查询"])
     category: Category
     content: str = PydanticField(min_length=1, max_length=4000)
-    citizen_phone: str | None = PydanticField(default=None, max_length=32)
+    citizen_phone: str | None = PydanticField(
+        default=None,
+        max_length=32,
+        examples=["138-1234-5678"],
+        description="Any usual way of writing it (010-12345678, +86 10 1234 5678); kept only "
+        "masked and as a keyed hash of its E.164 form.",
+    )
     evaluator: str | None = PydanticField(default=None, max_length=64)
     submitted_at: AwareDatetime | None = None
     call: CallInput
@@ -79,6 +98,7 @@ class TicketCreate(BaseModel):
     @field_validator("citizen_phone")
     @classmethod
     def _valid_phone(cls, value: str | None) -> str | None:
+        # E.164, so a replayed body fingerprints alike however the number was written.
         return normalize_phone(value) if value else None
 
     @field_validator("submitted_at")

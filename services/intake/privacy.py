@@ -1,7 +1,9 @@
 """Citizen phone numbers: validated, stored masked plus a keyed hash, never kept in full.
 
-The hash (HMAC-SHA256 with a secret key) lets an auditor find all tickets of one number
-without anyone being able to read the number back.
+Numbers are read by `phonenumbers` (Google's libphonenumber metadata), a national number as
+China's, and hashed in E.164 (`+861012345678`), so `010-12345678`, `(010)12345678` and
+`+86 10 1234 5678` are one citizen. The hash (HMAC-SHA256 with a secret key) lets an auditor
+find all tickets of one number without anyone being able to read the number back.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 
-_SEPARATORS = re.compile(r"[\s\-()（）]")
-_COUNTRY_PREFIX = re.compile(r"^(\+86|0086)")
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
+
+REGION = "CN"
+"""How a number without a country code is read."""
+
+MOBILE_LENGTH = 11
 
 
 class InvalidPhone(ValueError):
@@ -22,22 +28,50 @@ class InvalidPhone(ValueError):
 
 
 def normalize_phone(raw: str) -> str:
-    """Digits only, without the +86 country code; 7 to 15 digits."""
-    phone = _COUNTRY_PREFIX.sub("", _SEPARATORS.sub("", raw.strip()))
-    if not phone.isascii() or not phone.isdigit() or not 7 <= len(phone) <= 15:
-        raise InvalidPhone("citizen_phone must be 7 to 15 digits, optionally with +86")
-    return phone
+    """The number in E.164 (`+861012345678`); InvalidPhone unless it is a valid number."""
+    return phonenumbers.format_number(_parse(raw), PhoneNumberFormat.E164)
 
 
 def mask_phone(phone: str) -> str:
-    """`138****5678` for mobiles; every digit but the last four hidden otherwise."""
-    if len(phone) == 11 and phone.startswith("1"):
-        return f"{phone[:3]}****{phone[-4:]}"
-    return "*" * (len(phone) - 4) + phone[-4:]
+    """From the national significant number: `138****5678` for mobiles (11 digits starting
+    with 1), every digit but the last four as `*` otherwise (`******5678` for 010-12345678)."""
+    digits = phonenumbers.national_significant_number(_parse(phone))
+    if len(digits) == MOBILE_LENGTH and digits.startswith("1"):
+        return f"{digits[:3]}****{digits[-4:]}"
+    return "*" * (len(digits) - 4) + digits[-4:]
+
+
+def redact_phone(raw: str) -> str:
+    """What an error may echo of a refused number: every digit but the last four as `*`
+    (`+** ***-****-5678`), so no more than four digits of it are ever shown back."""
+    keep = 4
+    chars = list(raw)
+    for index in reversed(range(len(chars))):
+        if chars[index].isdigit():
+            if keep:
+                keep -= 1
+            else:
+                chars[index] = "*"
+    return "".join(chars)
+
+
+def _parse(raw: str) -> PhoneNumber:
+    # The messages never hold the number: they end up in a 422 and may reach a log.
+    try:
+        number = phonenumbers.parse(raw, REGION)
+    except NumberParseException:
+        raise InvalidPhone("citizen_phone is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhone(
+            "citizen_phone is not a valid number: a Chinese one (area code and number, or an "
+            "11-digit mobile), or another country's with its + code"
+        )
+    return number
 
 
 class PhoneHasher:
-    """Keyed hash of normalized numbers, so equal numbers match and none can be read back."""
+    """Keyed hash of numbers in E.164, so every way of writing one number gives one hash
+    and none can be read back."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
@@ -45,8 +79,8 @@ class PhoneHasher:
         self._key = key
 
     def hash(self, phone: str) -> str:
-        """Hex HMAC-SHA256 of the normalized number."""
-        return hmac.new(self._key, phone.encode(), hashlib.sha256).hexdigest()
+        """Hex HMAC-SHA256 of the number in E.164 (InvalidPhone if it is not valid)."""
+        return hmac.new(self._key, normalize_phone(phone).encode(), hashlib.sha256).hexdigest()
 
 
 def load_or_create_key(configured: str, key_file: Path) -> bytes:

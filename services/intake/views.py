@@ -13,10 +13,13 @@ from shared.errors import NotFound
 from shared.pagination import decode_cursor, encode_cursor
 
 
-async def get_ticket(db: ReadTransaction, ticket_id: str) -> Ticket:
-    """One ticket, or NotFound."""
+async def get_ticket(
+    db: ReadTransaction, ticket_id: str, *, only_submitted_by: str | None = None
+) -> Ticket:
+    """One ticket, or NotFound; also NotFound if `only_submitted_by` is set and another key
+    submitted it (an evaluator's key: never confirm that someone else's ticket exists)."""
     ticket = await db.session.get(Ticket, ticket_id)
-    if ticket is None:
+    if ticket is None or only_submitted_by not in (None, ticket.submitted_by):
         raise NotFound(f"ticket {ticket_id} not found")
     return ticket
 
@@ -29,9 +32,13 @@ async def list_tickets(
     until: datetime | None,
     limit: int,
     cursor: str | None,
+    only_submitted_by: str | None = None,
 ) -> tuple[list[Ticket], str | None]:
-    """Tickets newest first (by `submitted_at`), filtered, one page after `cursor`."""
+    """Tickets newest first (by `submitted_at`), filtered, one page after `cursor`; only
+    those `only_submitted_by` submitted when it is set (an evaluator's key)."""
     query = select(Ticket)
+    if only_submitted_by is not None:
+        query = query.where(Ticket.submitted_by == only_submitted_by)
     if city:
         query = query.where(Ticket.city == city)
     if since:

@@ -29,11 +29,15 @@ from services.metrics.views import (
     unanswered_work_orders,
 )
 from shared.app import ReadDep
+from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.store import Principal
 from shared.clock import utc_now
 from shared.events import Channel
 from shared.pagination import decode_cursor, encode_cursor
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=AUTH_RESPONSES)
+
+Auditor = Annotated[Principal, Depends(Allow("auditor"))]
 
 Name = Annotated[str | None, Query(min_length=1, max_length=64)]
 
@@ -76,7 +80,7 @@ FilterDep = Annotated[RateFilter, Depends(rate_filter)]
 
 
 @router.get("/rates", response_model=RatesPublic)
-async def read_rates(db: ReadDep, filters: FilterDep) -> RatesPublic:
+async def read_rates(caller: Auditor, db: ReadDep, filters: FilterDep) -> RatesPublic:
     """Every evaluation rate of the selected tickets, each with numerator and denominator.
 
     A rate whose denominator is 0 has `value: null`. Transfers, work orders, replies and
@@ -89,7 +93,9 @@ async def read_rates(db: ReadDep, filters: FilterDep) -> RatesPublic:
 
 
 @router.get("/rates/by/{dimension}", response_model=RatesByPublic)
-async def read_rates_by(dimension: Dimension, db: ReadDep, filters: FilterDep) -> RatesByPublic:
+async def read_rates_by(
+    caller: Auditor, dimension: Dimension, db: ReadDep, filters: FilterDep
+) -> RatesByPublic:
     """The rates per city, channel, scenario or department, with the same filters.
 
     Grouped by department, the call and callback rates (which ignore department) are the
@@ -116,6 +122,7 @@ async def read_rates_by(dimension: Dimension, db: ReadDep, filters: FilterDep) -
     },
 )
 async def audit_unanswered(
+    caller: Auditor,
     db: ReadDep,
     deps: Deps,
     city: Name = None,

@@ -36,5 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(spec, settings)
     install_series()
     return create_service_app(
-        runtime, MetricsDeps(database=runtime.database, settings=settings, calendar=calendar)
+        runtime,
+        MetricsDeps(
+            database=runtime.database, settings=settings, auth=runtime.auth, calendar=calendar
+        ),
     )

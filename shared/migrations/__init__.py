@@ -36,11 +36,6 @@ def upgrade(migrations: Path, database_url: str, schema: str, revision: str = "h
     command.upgrade(alembic_config(migrations, database_url, schema), revision)
 
 
-async def upgrade_async(migrations: Path, database_url: str, schema: str) -> None:
-    """`upgrade` for callers already inside an event loop."""
-    await asyncio.to_thread(upgrade, migrations, database_url, schema)
-
-
 def run_env(target_metadata: sa.MetaData) -> None:
     """The body of every service's env.py: online migrations over asyncpg."""
     asyncio.run(_run_online(target_metadata))

@@ -135,7 +135,7 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
             )
         )
         first_reply = await ok(
-            await dispatch.http.post(
+            await (await dispatch.department("供热办")).post(
                 f"/work-orders/{first_order['work_order_id']}/replies",
                 json={"content": "已派人检修管道", "quality": "definite"},
             )
@@ -167,7 +167,7 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
         )
         still_reopened = await dispatch_view()
         second_reply = await ok(
-            await dispatch.http.post(
+            await (await dispatch.department("供热办")).post(
                 f"/work-orders/{second_order['work_order_id']}/replies",
                 json={"content": "已更换暖气片", "quality": "definite"},
             )
@@ -288,7 +288,7 @@ async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
             )
         )
         await ok(
-            await dispatch.http.post(
+            await (await dispatch.department("水务局")).post(
                 f"/work-orders/{order['work_order_id']}/replies",
                 json={"content": "已维修", "quality": "partial"},
             )
@@ -388,7 +388,7 @@ async def test_two_sweepers_racing_announce_each_overdue_work_order_exactly_once
             )
         )
         await ok(
-            await dispatch.http.post(
+            await (await dispatch.department("已回复")).post(
                 f"/work-orders/{replied['work_order_id']}/replies",
                 json={"content": "ok", "quality": "definite", "at": long_ago.isoformat()},
             )
@@ -443,9 +443,9 @@ async def test_work_order_rules_statuses_and_pages(settings, producer):
             path = f"/tickets/{ticket.ticket_id}/work-orders"
             return await dispatch.http.post(path, json={"department": department, **body})
 
-        async def reply(work_order_id, **body):
+        async def reply(work_order_id, department="住建局", **body):
             path = f"/work-orders/{work_order_id}/replies"
-            return await dispatch.http.post(
+            return await (await dispatch.department(department)).post(
                 path, json={"content": "已处理", "quality": "definite", **body}
             )
 
@@ -459,9 +459,9 @@ async def test_work_order_rules_statuses_and_pages(settings, producer):
         later = await ok(await reply(answered["work_order_id"], quality="partial"))
         again_same_department = await order(dalian, "住建局")
         unknown = await reply("no-such-work-order")
-        future = await reply(open_one["work_order_id"], at=(now + day).isoformat())
-        naive = await reply(open_one["work_order_id"], at="2026-03-02T09:00:00")
-        bad_quality = await reply(open_one["work_order_id"], quality="great")
+        future = await reply(open_one["work_order_id"], "交通局", at=(now + day).isoformat())
+        naive = await reply(open_one["work_order_id"], "交通局", at="2026-03-02T09:00:00")
+        bad_quality = await reply(open_one["work_order_id"], "交通局", quality="great")
         too_many_days = await order(dalian, "民政局", due_working_days=61)
         before_ticket = await order(dalian, "民政局", at=(now - 61 * day).isoformat())
 

@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy
 
 from tests.support import headers_of, read_topic, running_service
 
@@ -140,3 +141,88 @@ async def test_tickets_are_listed_newest_first_with_filters_and_cursor_pages(set
     assert bad.status_code == 422
     assert "cursor" in bad.json()["detail"]
     assert missing.status_code == 404
+
+
+async def test_a_city_given_by_its_official_name_is_stored_and_announced_by_its_canonical_one(
+    settings, infra
+):
+    async with running_service("intake", settings) as intake:
+        response = await intake.http.post("/tickets", json=ticket(city=" 沈阳市 "))
+        assert response.status_code == 201, response.text
+        ticket_id = response.json()["ticket_id"]
+        shown = (await intake.http.get(f"/tickets/{ticket_id}")).json()
+        listed = (await intake.http.get("/tickets", params={"city": "沈阳"})).json()
+        records = await read_topic(infra.bootstrap_servers, settings.topic("intake"), at_least=1)
+    assert shown["city"] == "沈阳"
+    assert [item["ticket_id"] for item in listed["items"]] == [ticket_id]
+    assert [json.loads(record.value)["city"] for record in records] == ["沈阳"]
+
+
+@pytest.mark.parametrize("city", ["Gotham", "沈阳县", "阿克苏", "长" * 64])
+async def test_an_unknown_city_is_a_422_on_city_that_stores_nothing(settings, city):
+    async with running_service("intake", settings, wait_for_broker=False) as intake:
+        response = await intake.http.post("/tickets", json=ticket(city=city))
+        listed = (await intake.http.get("/tickets")).json()
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "city"]
+    assert error["type"] == "value_error"
+    assert "unknown city" in error["msg"]
+    assert error["input"] == city
+    assert len(error["input"]) <= 64
+    assert listed["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("phone", "digits"),
+    [("138123456789", "138123456789"), ("+86 999 1234 5678 9", "999123456789")],
+)
+async def test_an_invalid_phone_is_a_422_on_citizen_phone_that_does_not_echo_it(
+    settings, phone, digits
+):
+    async with running_service("intake", settings, wait_for_broker=False) as intake:
+        response = await intake.http.post("/tickets", json=ticket(citizen_phone=phone))
+        listed = (await intake.http.get("/tickets")).json()
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "citizen_phone"]
+    assert error["type"] == "value_error"
+    assert phone not in response.text
+    assert digits[-5:] not in "".join(c for c in response.text if c.isdigit())
+    assert error["input"].endswith(phone[-4:])
+    assert listed["items"] == []
+
+
+async def test_a_422_about_another_field_does_not_echo_the_phone_number_either(settings):
+    body = ticket()
+    del body["call"]  # a missing field's error echoes the whole body
+    async with running_service("intake", settings, wait_for_broker=False) as intake:
+        response = await intake.http.post("/tickets", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "call"]
+    assert "1234" not in response.text
+    assert response.json()["detail"][0]["input"]["citizen_phone"] == "+** ***-****-5678"
+
+
+async def test_one_number_written_two_ways_is_one_stored_hash(settings):
+    async with running_service("intake", settings, wait_for_broker=False) as intake:
+        ids = []
+        for phone in ("010-12345678", "+86 10 12345678", "13812345678"):
+            response = await intake.http.post("/tickets", json=ticket(citizen_phone=phone))
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["ticket_id"])
+        masked = [(await intake.http.get(f"/tickets/{i}")).json() for i in ids]
+        async with intake.runtime.database.read() as db:
+            rows = await db.execute(
+                sqlalchemy.text(
+                    "SELECT ticket_id, citizen_phone_hash FROM tickets WHERE ticket_id = ANY(:ids)"
+                ).bindparams(ids=ids)
+            )
+            hashes = dict(rows.all())
+    assert hashes[ids[0]] == hashes[ids[1]]
+    assert hashes[ids[2]] != hashes[ids[0]]
+    assert [m["citizen_phone_masked"] for m in masked] == [
+        "******5678",
+        "******5678",
+        "138****5678",
+    ]

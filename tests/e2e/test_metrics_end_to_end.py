@@ -91,7 +91,8 @@ class Script:
         at = datetime.fromisoformat(work_order["due_at"]) + late_by
         body = {"content": "已处理", "quality": quality, "at": at.isoformat()}
         path = f"/work-orders/{work_order['work_order_id']}/replies"
-        await created(await self.dispatch.http.post(path, json=body))
+        desk = await self.dispatch.department(work_order["department"])
+        await created(await desk.post(path, json=body))
 
     async def callback(self, ticket_id, reached, satisfaction=None):
         body = {"reached": reached, "satisfaction": satisfaction}
@@ -232,8 +233,16 @@ async def metrics_over_http(settings):
         serving = asyncio.create_task(server.serve())
         await eventually(lambda: server.started, message="uvicorn started")
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                yield ServiceClient(http, app.state.runtime)
+            async with AsyncExitStack() as clients:
+                metrics = ServiceClient(
+                    "metrics",
+                    app.state.runtime,
+                    httpx.AsyncHTTPTransport(),
+                    f"http://127.0.0.1:{port}",
+                    clients,
+                )
+                metrics.http = await metrics.as_role("auditor")
+                yield metrics
         finally:
             server.should_exit = True
             await serving
@@ -274,7 +283,7 @@ async def test_scripted_tickets_give_the_hand_worked_rates_across_a_metrics_rest
                 await http.get("/audit/unanswered", params={"overdue_only": True, "format": "csv"})
             ).text
             url = str(http.base_url).rstrip("/")
-            runner = CliRunner()
+            runner = CliRunner(env={"HOTLINE_API_KEY": http.headers["Authorization"][7:]})
             table = await asyncio.to_thread(
                 runner.invoke, cli_app, ["audit", "unanswered", "--url", url]
             )

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from hotline.embedded import start_broker
+from hotline.simulator.params import DEFAULT_CITIES
 from tests.e2e.test_intake import ticket
 from tests.support import (
     eventually,
@@ -34,13 +35,15 @@ async def test_tickets_taken_while_the_broker_is_paused_are_published_once_it_re
 ):
     settings = settings_for(infra, database, kafka_bootstrap_servers=own_broker.bootstrap_servers)
     async with running_service("intake", settings) as intake:
-        before = (await intake.http.post("/tickets", json=ticket(city="before"))).json()
+        before = (await intake.http.post("/tickets", json=ticket(city="大连"))).json()
         await read_topic(own_broker.bootstrap_servers, settings.topic("intake"), at_least=1)
         own_broker.pause()
         try:
             during = []
             for n in range(20):
-                response = await intake.http.post("/tickets", json=ticket(city=f"c{n}"))
+                response = await intake.http.post(
+                    "/tickets", json=ticket(city=DEFAULT_CITIES[n % len(DEFAULT_CITIES)])
+                )
                 assert response.status_code == 201
                 during.append(response.json()["ticket_id"])
             ready = await intake.http.get("/readyz")

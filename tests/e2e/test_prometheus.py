@@ -48,7 +48,7 @@ from tests.grafana import (
     promql_for_test,
     sql_for_test,
 )
-from tests.support import eventually
+from tests.support import eventually, stored_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -206,11 +206,12 @@ def running_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     assert all(child.process.poll() is not None for child in services + prometheus)
 
 
-async def drive_tickets(stack: Stack) -> None:
+async def drive_tickets(stack: Stack, settings: Settings) -> None:
     """60 simulated tickets through the public APIs; /rates agrees with what was sent."""
     today = datetime.now(SHANGHAI).date()
+    params = SimulatorParams().model_copy(update={"callback_rate": 0.6})
     config = RunConfig(
-        params=SimulatorParams().model_copy(update={"callback_rate": 0.6}),
+        params=params,
         tickets=60,
         rate=200,
         seed=20251139,  # its 60 stories hold every outcome (see tests/e2e/test_simulator.py)
@@ -220,7 +221,8 @@ async def drive_tickets(stack: Stack) -> None:
         settle_timeout=45,
         poll_interval=0.2,
     )
-    async with open_clients(stack.endpoints, timeout=10) as clients:
+    keys = await stored_keys(settings, params.departments())
+    async with open_clients(stack.endpoints, timeout=10, keys=keys) as clients:
         result = await simulate(config, clients, say=lambda line: None)
     assert result.failures == [], f"{result.failures}\n{stack.logs()}"
     mismatched = [row.name for row in result.comparison.mismatched]
@@ -285,7 +287,7 @@ async def test_every_dashboard_query_finds_data_in_prometheus_and_postgresql(set
     assert promql
     assert sql
     with running_stack(settings, tmp_path) as stack:
-        await drive_tickets(stack)
+        await drive_tickets(stack, settings)
         await check_prometheus(stack, promql)
         await check_postgresql(stack, sql)
 

@@ -13,7 +13,7 @@ from hotline.simulator.config import RunConfig
 from hotline.simulator.params import SimulatorParams
 from hotline.simulator.report import render_table
 from hotline.simulator.run import simulate
-from tests.support import eventually, running_service
+from tests.support import eventually, running_service, stored_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,8 @@ async def test_a_simulated_run_is_reported_by_rates_exactly_as_it_was_sent(setti
     )
     async with AsyncExitStack() as stack:
         running = await start_all(stack, settings)
-        clients = ServiceClients(**{name: running[name].http for name in SERVICES})
+        keys = await stored_keys(settings, params.departments())
+        clients = ServiceClients(**{name: running[name].http for name in SERVICES}, keys=keys)
         result = await simulate(config, clients, say=print)
     output = Console(record=True, width=120)
     render_table(result, output)  # shown with `pytest -s`

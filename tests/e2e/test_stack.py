@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from hotline.embedded import free_port
+from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from tests.e2e.test_intake import ticket
 from tests.support import eventually, read_topic, scratch_dir
 
@@ -101,6 +102,11 @@ class StackProcess:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def auth(self, role, department=None) -> dict[str, str]:
+        """The header of the stack's own key for `role`, from its keys file."""
+        token = KeyRing.from_file(self.data_dir / KEYS_FILE_NAME).token(role, department)
+        return {"Authorization": f"Bearer {token}"}
+
     def stack_env(self) -> dict[str, str]:
         lines = (self.data_dir / "stack.env").read_text().splitlines()
         return dict(line.split("=", 1) for line in lines if "=" in line)
@@ -134,12 +140,20 @@ async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind()
         async with httpx.AsyncClient() as client:
             for name in SERVICES:
                 assert (await client.get(f"{stack.url(name)}/healthz")).status_code == 200
-            created = await client.post(f"{stack.url('intake')}/tickets", json=ticket())
+            evaluator = stack.auth("evaluator")
+            created = await client.post(
+                f"{stack.url('intake')}/tickets", json=ticket(), headers=evaluator
+            )
             assert created.status_code == 201
+            # Every key was printed with the URLs, and the keys file is the owner's only.
+            assert evaluator["Authorization"].removeprefix("Bearer ") in summary
+            assert (stack.data_dir / KEYS_FILE_NAME).stat().st_mode & 0o777 == 0o600
 
             # The simulator plays tickets too, so /rates moves without anyone typing curl.
             async def simulated_tickets_counted() -> bool:
-                rates = (await client.get(f"{stack.url('metrics')}/rates")).json()["rates"]
+                auditor = stack.auth("auditor")
+                answer = await client.get(f"{stack.url('metrics')}/rates", headers=auditor)
+                rates = answer.json()["rates"]
                 return rates["first_contact_resolution_rate"]["denominator"] >= 5
 
             await eventually(simulated_tickets_counted, timeout=60, message="simulated tickets")
@@ -158,10 +172,12 @@ async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind()
         await stack.close()
 
 
-async def post_tickets(client: httpx.AsyncClient, base: str, count: int) -> list[str]:
+async def post_tickets(stack: StackProcess, client: httpx.AsyncClient, count: int) -> list[str]:
     ids = []
     for _ in range(count):
-        response = await client.post(f"{base}/tickets", json=ticket())
+        response = await client.post(
+            f"{stack.url('intake')}/tickets", json=ticket(), headers=stack.auth("evaluator")
+        )
         assert response.status_code == 201
         ids.append(response.json()["ticket_id"])
     return ids
@@ -174,16 +190,19 @@ async def test_a_recycled_broker_restarts_empty_and_loses_nothing_accepted():
         await stack.start()
         assert stack.process is not None
         async with httpx.AsyncClient(timeout=10) as client:
-            before = await post_tickets(client, stack.url("intake"), 30)
+            before = await post_tickets(stack, client, 30)
             stack.process.send_signal(signal.SIGUSR1)
             await stack.wait_for_line("broker recycled", timeout=90)
-            after = await post_tickets(client, stack.url("intake"), 30)
+            after = await post_tickets(stack, client, 30)
             bootstrap = stack.stack_env()["KAFKA_BOOTSTRAP_SERVERS"]
             on_topic = await read_topic(bootstrap, "intake.events", at_least=30)
 
             async def dispatch_knows_all() -> bool:
                 for ticket_id in before + after:
-                    response = await client.get(f"{stack.url('dispatch')}/tickets/{ticket_id}")
+                    response = await client.get(
+                        f"{stack.url('dispatch')}/tickets/{ticket_id}",
+                        headers=stack.auth("operator"),
+                    )
                     if response.status_code != 200:
                         return False
                 return True

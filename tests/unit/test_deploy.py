@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shlex
 from pathlib import Path
@@ -17,7 +19,8 @@ from shared.names import SERVICE_NAMES
 from shared.settings import DEFAULT_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, Any] = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
 OUR_IMAGE = [name for name, spec in SERVICES.items() if "build" in spec]
@@ -86,7 +89,8 @@ def test_every_variable_given_to_our_image_is_a_setting_and_is_read(service, mon
         assert key.startswith("HOTLINE_"), key
         assert key.removeprefix("HOTLINE_") in fields, f"{service}: {key} is no setting"
     for key, value in env.items():
-        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value))
+        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "set-by-the-deployment", value))
     settings = Settings()
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert urlparse(settings.database_url).hostname == "postgres"
@@ -129,3 +133,83 @@ def test_compose_commands_use_cli_commands_and_options_that_exist():
     for option in simulator[2:]:
         assert option.split("=")[0] in help_text, option
     assert SERVICES["simulator"]["profiles"] == ["simulator"]
+
+
+SECRETS = ("HOTLINE_PHONE_HASH_KEY", "HOTLINE_GRAFANA_DB_PASSWORD")
+"""What a deployment must set: compose must never fill them in."""
+GRAFANA_READER = "hotline_grafana"
+GRAFANA_READER_SCRIPT = ROOT / "deploy" / "postgres" / "init" / "10-grafana-reader.sh"
+INITDB_DIR = "/docker-entrypoint-initdb.d"
+
+
+def required(variable: str) -> re.Pattern[str]:
+    """`${VARIABLE:?message}`: compose refuses to start when it is unset or empty."""
+    return re.compile(r"\$\{" + variable + r":\?[^}]+\}")
+
+
+def postgres_data_source() -> dict[str, Any]:
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+    sources = yaml.safe_load((provisioning / "datasources.yml").read_text())
+    return next(s for s in sources["datasources"] if s["uid"] == "hotline-postgres")
+
+
+@pytest.mark.parametrize("variable", SECRETS)
+def test_compose_gives_no_default_for_a_secret_and_refuses_to_start_without_it(variable):
+    uses = re.findall(r"\$\{" + variable + r"\b[^}]*\}", COMPOSE_TEXT)
+    assert uses, f"compose never passes {variable}"
+    for use in uses:
+        assert required(variable).fullmatch(use), f"{use}: a default, or empty allowed"
+    assert not re.search(r"\$" + variable + r"\b", COMPOSE_TEXT), "unbraced: no check"
+
+
+def test_only_intake_gets_the_phone_hash_key_and_it_must_be_set():
+    given = {
+        name for name, spec in SERVICES.items() if "HOTLINE_PHONE_HASH_KEY" in hotline_env(spec)
+    }
+    assert given == {"intake"}
+    key = hotline_env(SERVICES["intake"])["HOTLINE_PHONE_HASH_KEY"]
+    assert required("HOTLINE_PHONE_HASH_KEY").fullmatch(key)
+
+
+def test_grafana_reads_postgresql_as_the_read_only_role_never_as_the_owner():
+    source = postgres_data_source()
+    owner = SERVICES["postgres"]["environment"]["POSTGRES_USER"]
+    assert source["user"] == GRAFANA_READER
+    assert source["user"] not in (owner, "postgres")
+    assert source["jsonData"]["database"] == SERVICES["postgres"]["environment"]["POSTGRES_DB"]
+    # The password Grafana interpolates is the reader's, which compose requires, and Grafana
+    # is given no other database password.
+    password = re.fullmatch(r"\$(?:__env)?\{?(\w+)\}?", source["secureJsonData"]["password"])
+    assert password, source["secureJsonData"]["password"]
+    grafana_env = hotline_env(SERVICES["grafana"])
+    assert required("HOTLINE_GRAFANA_DB_PASSWORD").fullmatch(grafana_env[password.group(1)])
+    assert "HOTLINE_POSTGRES_PASSWORD" not in " ".join(grafana_env.values())
+
+
+def test_postgres_creates_the_grafana_reader_on_its_first_start():
+    postgres = SERVICES["postgres"]
+    mounts = [volume.split(":") for volume in postgres["volumes"] if volume.startswith("./")]
+    scripts = [
+        ROOT / source / GRAFANA_READER_SCRIPT.name if target == INITDB_DIR else ROOT / source
+        for source, target, *_ in mounts
+        if target in (INITDB_DIR, f"{INITDB_DIR}/{GRAFANA_READER_SCRIPT.name}")
+    ]
+    assert [path.resolve() for path in scripts] == [GRAFANA_READER_SCRIPT]
+    assert os.access(GRAFANA_READER_SCRIPT, os.X_OK), "the image sources it otherwise"
+    assert required("HOTLINE_GRAFANA_DB_PASSWORD").fullmatch(
+        postgres["environment"]["HOTLINE_GRAFANA_DB_PASSWORD"]
+    )
+
+
+def test_the_init_script_the_migration_and_grafana_name_the_same_reader_role():
+    path = ROOT / "services" / "metrics" / "migrations" / "versions" / "0004_grafana_reader.py"
+    spec = importlib.util.spec_from_file_location("grafana_reader_migration", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.DEFAULT_ROLE == GRAFANA_READER
+    assert migration.ROLE_VARIABLE == "HOTLINE_GRAFANA_DB_ROLE"
+    script = GRAFANA_READER_SCRIPT.read_text()
+    assert "${HOTLINE_GRAFANA_DB_ROLE:-" + GRAFANA_READER + "}" in script
+    assert postgres_data_source()["user"] == GRAFANA_READER

@@ -34,10 +34,15 @@ from hotline.simulator.truth import (
 from services.dispatch.models import ReplyCreate, TransferCreate, WorkOrderCreate
 from services.followup.models import CallbackCreate
 from services.intake.models import TicketCreate
+from shared.auth.keyfile import KeyRing, generate_entries, write_keys_file
 from shared.names import RATE_NAMES
 from tests.support import eventually
 
 HEALTH = ("/healthz", "/readyz")
+
+KEYS = KeyRing(generate_entries(SimulatorParams().departments(), label="fake"))
+"""Keys for the fake services below, which do not check them (tests/e2e/test_access.py
+checks the real ones)."""
 
 
 class FakeServices:
@@ -74,6 +79,7 @@ class FakeServices:
             dispatch=client("dispatch", self.dispatch),
             followup=client("followup", self.followup),
             metrics=client("metrics", self.metrics),
+            keys=KEYS,
         )
 
     # --- intake ---------------------------------------------------------------------------
@@ -344,14 +350,16 @@ async def test_live_mode_submits_now_until_stopped_and_never_backdates():
     assert not player.failures, player.failures
 
 
-def test_the_live_command_exits_0_on_sigterm_while_waiting_for_the_stack():
+def test_the_live_command_exits_0_on_sigterm_while_waiting_for_the_stack(tmp_path):
+    keys_file = tmp_path / "api-keys.toml"
+    write_keys_file(keys_file, generate_entries(SimulatorParams().departments(), label="fake"))
     port = free_port()
     urls = [
         f"--{name}-url=http://127.0.0.1:{port}"
         for name in ("intake", "dispatch", "followup", "metrics")
     ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "hotline.cli", "simulate", "--live", *urls],
+        [sys.executable, "-m", "hotline.cli", "simulate", "--live", f"--keys={keys_file}", *urls],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

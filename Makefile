@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services hotline benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/audit_dependencies.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

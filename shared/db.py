@@ -32,12 +32,16 @@ from shared.outbox import append_to_outbox
 
 
 def make_engine(database_url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine whose connections see only `schema` (then `public`)."""
+    """An asyncpg engine whose connections see only `schema` (then `public`).
+
+    Statement parameters never appear in its errors or logs: they carry citizens' requests.
+    """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"server_settings": {"search_path": schema}, "timeout": 10},
     )
 

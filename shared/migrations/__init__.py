@@ -46,6 +46,7 @@ async def _run_online(target_metadata: sa.MetaData) -> None:
     schema: str = config.attributes["schema"]
     engine = create_async_engine(
         config.attributes["database_url"],
+        hide_parameters=True,
         connect_args={"server_settings": {"search_path": schema}},
     )
     try:

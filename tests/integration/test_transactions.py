@@ -61,3 +61,18 @@ async def test_a_committed_unit_of_work_stores_its_events_and_wakes_the_relay(in
     async with intake_db.read() as db:
         row = (await db.execute(sa.select(outbox))).mappings().one()
     assert (row["event_id"], row["ce_type"]) == (event_id, TicketSubmitted.ce_type)
+
+
+async def test_a_failed_write_does_not_show_what_it_tried_to_write(intake_db, caplog):
+    """A citizen's words in a statement that fails stay out of the error and the logs."""
+    secret = "我家住在幸福小区3栋"
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        async with intake_db.unit_of_work() as uow:
+            await uow.execute(
+                sa.text(
+                    "INSERT INTO tickets (ticket_id, content) VALUES (:id, :content)"
+                ).bindparams(id="T-9", content=secret)
+            )
+    assert "hide_parameters" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert secret not in caplog.text

@@ -124,9 +124,9 @@ def test_grafana_is_provisioned_with_both_data_sources_pointing_at_compose_servi
 def test_compose_commands_use_cli_commands_and_options_that_exist():
     runner = CliRunner()
     migrate_cmd = " ".join(SERVICES["migrate"]["command"])
-    for command in ("migrate", "topics"):
+    for command in ("migrate", "topics", "keys import"):
         assert f"hotline {command}" in migrate_cmd
-        assert runner.invoke(cli, [command, "--help"]).exit_code == 0
+        assert runner.invoke(cli, [*command.split(), "--help"]).exit_code == 0
     simulator = SERVICES["simulator"]["command"]
     assert simulator[:2] == ["hotline", "simulate"]
     help_text = runner.invoke(cli, ["simulate", "--help"], terminal_width=200).output
@@ -213,3 +213,18 @@ def test_the_init_script_the_migration_and_grafana_name_the_same_reader_role():
     script = GRAFANA_READER_SCRIPT.read_text()
     assert "${HOTLINE_GRAFANA_DB_ROLE:-" + GRAFANA_READER + "}" in script
     assert postgres_data_source()["user"] == GRAFANA_READER
+
+
+def test_the_api_keys_reach_compose_as_a_secret_never_as_a_file_in_the_image():
+    secret = COMPOSE["secrets"]["hotline_api_keys"]
+    assert secret["file"] == "${HOTLINE_API_KEYS_FILE:-./hotline-api-keys.toml}"
+    path = "/run/secrets/hotline_api_keys"
+    assert SERVICES["migrate"]["secrets"] == ["hotline_api_keys"]
+    assert f"hotline keys import {path}" in " ".join(SERVICES["migrate"]["command"])
+    assert SERVICES["simulator"]["secrets"] == ["hotline_api_keys"]
+    assert f"--keys={path}" in SERVICES["simulator"]["command"]
+    # The services read keys from the database, not the file: they never get the secret.
+    for name in SERVICE_NAMES:
+        assert "secrets" not in SERVICES[name], name
+    assert "hotline-api-keys.toml" in (ROOT / ".gitignore").read_text().splitlines()
+    assert not re.search(r"^COPY \.", DOCKERFILE, re.M)  # only named folders go in the image

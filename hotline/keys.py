@@ -7,17 +7,23 @@ own; over HTTP, admins use `POST /keys` on any service.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from shared.auth.keyfile import (
+    KEYS_FILE_NAME,
     KeyEntry,
+    KeyRing,
     KeysFileError,
     generate_entries,
     import_entries,
@@ -47,15 +53,42 @@ async def key_store(settings: Settings) -> AsyncIterator[KeyStore]:
         await engine.dispose()
 
 
+def database_settings() -> Settings:
+    """The settings, with the embedded stack's database (`<data dir>/stack.env`) when
+    DATABASE_URL is not set and `hotline up` runs here."""
+    settings = Settings()
+    stack_env = settings.data_dir / "stack.env"
+    if "DATABASE_URL" in os.environ or not stack_env.exists():
+        return settings
+    for line in stack_env.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name == "DATABASE_URL" and value:
+            return settings.model_copy(
+                update={"database_url": Settings(database_url=value).database_url}
+            )
+    return settings
+
+
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    settings = database_settings()
+
     async def run() -> T:
-        async with key_store(Settings()) as store:
+        async with key_store(settings) as store:
             return await action(store)
 
+    say = Console(stderr=True)
     try:
         return asyncio.run(run())
     except (DomainError, KeysFileError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        say.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        host = make_url(settings.database_url).render_as_string(hide_password=True)
+        say.print(
+            f"[red]error:[/red] cannot reach the database at {host} ({type(exc).__name__}): "
+            "is `hotline up` running here, or is DATABASE_URL set?",
+            highlight=False,
+        )
         raise typer.Exit(2) from exc
 
 
@@ -82,17 +115,18 @@ def list_keys(
 ) -> None:
     """Every key, without secrets."""
     records = _with_store(lambda store: store.list(include_revoked=include_revoked))
-    table = Table("key id", "role", "department", "name", "created", "revoked")
+    table = Table("role", "department", "name", "created", "revoked")
+    table.add_column("key id", no_wrap=True, min_width=16)  # whole, to copy into `revoke`
     for r in records:
         table.add_row(
-            r.key_id,
             r.role,
             r.department or "",
             r.name,
             f"{r.created_at:%Y-%m-%d %H:%M}",
             f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
+            r.key_id,
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @app.command()
@@ -131,6 +165,30 @@ def new_file(
     names = [d.strip() for d in departments.split(",") if d.strip()]
     write_keys_file(keys_file, generate_entries(names, label=label))
     typer.echo(f"wrote {keys_file}: keep it secret")
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Argument(help=f"One of {', '.join(ROLES)}.")],
+    department: Annotated[
+        str | None, typer.Option(help="For a department's desk key: which department.")
+    ] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option("--file", dir_okay=False, help="Default: <data dir>/api-keys.toml."),
+    ] = None,
+) -> None:
+    """Print the token of a keys file's key for ROLE (for scripts: `$(hotline keys token
+    operator)`); the embedded stack's keys file by default."""
+    path = keys_file or Settings().data_dir / KEYS_FILE_NAME
+    known = next((r for r in ROLES if r == role), None)
+    try:
+        if known is None:
+            raise KeyError(f"no such role {role!r}; one of {', '.join(ROLES)}")
+        typer.echo(KeyRing.from_file(path).token(known, department))
+    except (KeysFileError, KeyError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
 
 
 def _of(department: str | None) -> str:

@@ -102,7 +102,7 @@ def read_keys_file(path: Path) -> list[KeyEntry]:
         if department is not None and not isinstance(department, str):
             raise KeysFileError(f"{where}: department must be text")
         try:
-            checked = check_spec(str(role), department)
+            checked = check_spec(str(role), department, name.strip())
         except DomainError as exc:
             raise KeysFileError(f"{where}: {exc.message}") from exc
         entries.append(KeyEntry(name.strip(), checked, token, department))

@@ -10,6 +10,7 @@ configured one, so tests can prefix it) and trusts what it read for a few second
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,8 +98,19 @@ class InvalidKeySpec(DomainError):
     code = "invalid_key"
 
 
-def check_spec(role: str, department: str | None) -> Role:
-    """The role, if it and the department fit together; InvalidKeySpec naming the field."""
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def check_spec(role: str, department: str | None, name: str = "key") -> Role:
+    """The role, if it, the department and the name fit together; InvalidKeySpec naming the
+    field (names are stored and listed: no control characters, at most 100/64 long)."""
+    if not 1 <= len(name) <= 100 or not _PRINTABLE.fullmatch(name):
+        raise InvalidKeySpec("name: 1 to 100 characters, no control characters")
+    if department is not None and (
+        not 1 <= len(department) <= 64 or not _PRINTABLE.fullmatch(department)
+    ):
+        raise InvalidKeySpec("department: 1 to 64 characters, no control characters")
     for known in ROLES:
         if role == known:
             if (role == "department") != (department is not None):
@@ -167,7 +179,7 @@ class KeyStore:
 
     async def add(self, token: Token, *, name: str, role: str, department: str | None) -> KeyRecord:
         """Store a key made elsewhere (a keys file); Conflict if its id is taken."""
-        checked = check_spec(role, department)
+        checked = check_spec(role, department, name)
         values = {
             "key_id": token.key_id,
             "name": name,
@@ -196,6 +208,8 @@ class KeyStore:
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """One key, revoked or not."""
+        if not _KEY_ID.fullmatch(key_id):
+            return None
         rows = await self._execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))
         return _record(rows[0]) if rows else None
 
@@ -208,6 +222,8 @@ class KeyStore:
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key for good (every service refuses it within the cache time)."""
+        if not _KEY_ID.fullmatch(key_id):
+            raise NotFound(f"key {key_id[:32]!r} not found")
         rows = await self._execute(
             sa.update(api_keys)
             .where(api_keys.c.key_id == key_id)

@@ -334,3 +334,27 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(settings):
         assert "Content Too Large" in refused.text
     assert within.status_code == 201
     assert len(count) == 1  # nothing of the refused bodies was stored
+
+
+async def test_absurd_key_requests_are_refused_with_a_4xx_and_store_nothing(settings):
+    async with running_service("dispatch", settings, wait_for_broker=False) as dispatch:
+        admin = await dispatch.as_role("admin")
+        before = (await admin.get("/keys")).json()
+        bodies = [
+            {"name": "nul\x00inside", "role": "auditor"},
+            {"name": "x" * 10_000, "role": "auditor"},
+            {"name": "root", "role": "root"},
+            {"name": "evaluator with a department", "role": "evaluator", "department": "医保局"},
+            {"name": "department without one", "role": "department"},
+            {"name": "bell", "role": "department", "department": "医保局\x07"},
+        ]
+        refused = [await admin.post("/keys", json=body) for body in bodies]
+        huge = await admin.post("/keys", content=b"{" + b" " * 10_000_000 + b"}")
+        revoke_nul = await admin.delete("/keys/%00")
+        revoke_missing = await admin.delete("/keys/0123456789abcdef")
+        after = (await admin.get("/keys")).json()
+    assert [r.status_code for r in refused] == [422] * len(bodies)
+    assert huge.status_code == 413
+    assert revoke_nul.status_code == 404
+    assert revoke_missing.status_code == 404
+    assert after == before

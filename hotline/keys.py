@@ -30,8 +30,7 @@ from shared.auth.keyfile import (
     read_keys_file,
     write_keys_file,
 )
-from shared.auth.store import AUTH_MIGRATIONS, KeyStore
-from shared.db import make_engine
+from shared.auth.store import AUTH_MIGRATIONS, KeyStore, standalone_key_store
 from shared.errors import DomainError
 from shared.migrations import upgrade
 from shared.names import ROLES
@@ -46,11 +45,8 @@ T = TypeVar("T")
 async def key_store(settings: Settings) -> AsyncIterator[KeyStore]:
     """The key store of the configured database, its schema migrated first."""
     await asyncio.to_thread(upgrade, AUTH_MIGRATIONS, settings.database_url, settings.auth_schema())
-    engine = make_engine(settings.database_url, settings.auth_schema(), pool_size=1)
-    try:
-        yield KeyStore(engine, settings.auth_schema(), cache_seconds=0)
-    finally:
-        await engine.dispose()
+    async with standalone_key_store(settings) as store:
+        yield store
 
 
 def database_settings() -> Settings:

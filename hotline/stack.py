@@ -54,8 +54,7 @@ from shared.auth.keyfile import (
     read_keys_file,
     write_keys_file,
 )
-from shared.auth.store import KeyStore
-from shared.db import make_engine
+from shared.auth.store import standalone_key_store
 from shared.kafka import ensure_topics
 from shared.names import SERVICE_NAMES, ServiceName
 from shared.settings import Settings
@@ -174,15 +173,10 @@ class Stack:
         else:
             entries = generate_entries(EMBEDDED_DEPARTMENTS, label="embedded")
             write_keys_file(path, entries)
-        settings = self._bus_settings()
 
         async def store_them() -> None:
-            schema = settings.auth_schema()
-            engine = make_engine(settings.database_url, schema, pool_size=1)
-            try:
-                await import_entries(KeyStore(engine, schema, cache_seconds=0), entries)
-            finally:
-                await engine.dispose()
+            async with standalone_key_store(self._bus_settings()) as store:
+                await import_entries(store, entries)
 
         try:
             asyncio.run(store_them())

@@ -364,17 +364,27 @@ class ConsumerLoop:
             )
         return True
 
-    async def step(self) -> float:
-        """Apply one batch (the unfinished one first), then report the lag now and then."""
+    async def _next_batch(self, stopping: asyncio.Event) -> tuple[bool, bool]:
+        """Apply the unfinished batch, else a fetched one. Returns (whether there was one,
+        whether it is done); a batch not done stays unfinished for the next call."""
         try:
             deliveries = self._unfinished or await self.source.fetch()
         except KafkaError as exc:
             raise Transient("fetching from the broker failed") from exc
         self._unfinished = deliveries
-        if deliveries and not await self.handle(deliveries, self._stopping):
-            return 0.0
+        if not deliveries:
+            return False, True
+        if not await self.handle(deliveries, stopping):
+            return True, False
         self._unfinished = []
-        if not deliveries or time.monotonic() - self._last_lag_check > 1.0:
+        return True, True
+
+    async def step(self) -> float:
+        """Apply one batch (the unfinished one first), then report the lag now and then."""
+        found, done = await self._next_batch(self._stopping)
+        if not done:
+            return 0.0
+        if not found or time.monotonic() - self._last_lag_check > 1.0:
             self._last_lag_check = time.monotonic()
             try:
                 await self._report_lag()
@@ -393,11 +403,8 @@ class ConsumerLoop:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                deliveries = self._unfinished or await self.source.fetch()
-                self._unfinished = deliveries
-                if deliveries:
-                    await self.handle(deliveries, never)
-                    self._unfinished = []
+                found, _ = await self._next_batch(never)
+                if found:
                     continue
                 lags = await self.source.lag()
                 if lags and sum(lags.values()) == 0:

@@ -26,8 +26,7 @@ from services.followup.app import create_app as create_followup
 from services.intake.app import create_app as create_intake
 from services.metrics.app import create_app as create_metrics
 from shared.auth.keyfile import KeyRing, generate_entries, import_entries
-from shared.auth.store import KeyStore
-from shared.db import make_engine
+from shared.auth.store import standalone_key_store
 from shared.envelope import KafkaRecord, encode, event_data
 from shared.events import Event
 from shared.names import Role, ServiceName
@@ -237,12 +236,8 @@ async def stored_keys(settings: Settings, departments: Iterable[str] = ()) -> Ke
     """New keys for every role (and these departments' desks), stored in the settings'
     database (whose auth schema a started service has migrated), as a client's key ring."""
     entries = generate_entries(departments, label="test")
-    schema = settings.auth_schema()
-    engine = make_engine(settings.database_url, schema)
-    try:
-        await import_entries(KeyStore(engine, schema, cache_seconds=0), entries)
-    finally:
-        await engine.dispose()
+    async with standalone_key_store(settings) as store:
+        await import_entries(store, entries)
     return KeyRing(entries)
 
 

@@ -96,6 +96,13 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """OpenAPI notes for every route behind `Allow`."""
 
+
+def authenticator_of(request: Request) -> Authenticator:
+    """The app's authenticator, from its dependency holder (`shared.app.ServiceDeps`)."""
+    authenticator: Authenticator = request.app.state.deps.auth
+    return authenticator
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `hotline_<id>_<secret>`")
 
 
@@ -111,7 +118,7 @@ class Allow:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        authenticator: Authenticator = request.app.state.deps.auth
+        authenticator = authenticator_of(request)
         client = request.client.host if request.client else "unknown"
         token = credentials.credentials if credentials is not None else None
         principal = await authenticator.authenticate(token, client)

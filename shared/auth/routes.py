@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth.http import Allow, Authenticator
+from shared.auth.http import Allow, Authenticator, authenticator_of
 from shared.auth.store import KeyRecord, Principal
 from shared.errors import MALFORMED_JSON
 from shared.names import Role
@@ -56,12 +56,7 @@ class KeyCreated(KeyPublic):
     token: str
 
 
-def _keys(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.deps.auth
-    return authenticator
-
-
-KeysDep = Annotated[Authenticator, Depends(_keys)]
+KeysDep = Annotated[Authenticator, Depends(authenticator_of)]
 
 
 @router.post(

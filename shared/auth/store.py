@@ -12,6 +12,8 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth.tokens import Token, new_token, parse_token
 from shared.clock import utc_now
+from shared.db import make_engine
 from shared.errors import Conflict, DomainError, NotFound
 from shared.events import Actor
 from shared.names import ROLES, Role
+from shared.settings import Settings
 
 AUTH_MIGRATIONS = Path(__file__).parent / "migrations"
 """The `auth` schema's migrations: every service runs them (they take their own lock)."""
@@ -235,6 +239,17 @@ class KeyStore:
             raise NotFound(f"key {key_id} not found")
         self._cache.pop(key_id, None)
         return _record(rows[0])
+
+
+@asynccontextmanager
+async def standalone_key_store(settings: Settings) -> AsyncIterator[KeyStore]:
+    """A key store on a connection of its own, for tools outside a service (the CLI, the
+    embedded stack, tests); nothing cached, so every read is current."""
+    engine = make_engine(settings.database_url, settings.auth_schema(), pool_size=1)
+    try:
+        yield KeyStore(engine, settings.auth_schema(), cache_seconds=0)
+    finally:
+        await engine.dispose()
 
 
 def _record(row: Any) -> KeyRecord:

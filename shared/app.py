@@ -21,6 +21,7 @@ from shared.auth.routes import router as keys_router
 from shared.db import Database, ReadTransaction
 from shared.errors import install_error_handlers
 from shared.observability import instrument
+from shared.openapi import document_errors
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -78,11 +79,13 @@ def create_service_app(runtime: Runtime, deps: ServiceDeps) -> FastAPI:
         finally:
             await runtime.stop()
 
-    # Bodies over the limit are refused with 413 as they arrive, before anything parses them.
-    app = FastAPI(title=spec.title, lifespan=lifespan, max_body_size=settings.max_body_bytes)
+    app = FastAPI(title=spec.title, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.deps = deps
-    install_error_handlers(app, settings.retry_after_seconds)
+    # Every error is a problem-details answer; bodies over the limit are refused with 413 as
+    # they arrive, before anything parses them.
+    install_error_handlers(app, settings.retry_after_seconds, settings.max_body_bytes)
+    document_errors(app)
     instrument(app, spec.name)
 
     @app.get("/healthz", tags=["ops"])
@@ -92,13 +95,23 @@ def create_service_app(runtime: Runtime, deps: ServiceDeps) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
     async def readyz() -> Any:
-        """Ready: the database and the broker are reachable, and no loop is failing."""
-        checks = await runtime.readiness()
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={"status": "ready" if ready else "not ready", "checks": checks},
-        )
+        """Ready: the database and the broker are reachable, no loop is failing and the relay
+        is not stuck. A service that publishes also says how its outbox stands (`outbox`:
+        events pending, set aside, held behind one set aside, the oldest pending one's age);
+        events set aside do not make it unready."""
+        readiness = await runtime.readiness()
+        content: dict[str, Any] = {
+            "status": "ready" if readiness.ready else "not ready",
+            "checks": readiness.checks,
+        }
+        if readiness.outbox is not None:
+            content["outbox"] = {
+                "pending": readiness.outbox.pending,
+                "set_aside": readiness.outbox.set_aside,
+                "held": readiness.outbox.held,
+                "oldest_pending_seconds": round(readiness.outbox.oldest_pending_seconds, 1),
+            }
+        return JSONResponse(status_code=200 if readiness.ready else 503, content=content)
 
     for router in (*spec.routers, keys_router):
         app.include_router(router)

@@ -16,13 +16,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def not_in_future(value: datetime | None, field: str) -> datetime | None:
-    """`value` unchanged; ValueError naming `field` if it is more than MAX_CLOCK_SKEW ahead."""
-    if value is not None and value > utc_now() + MAX_CLOCK_SKEW:
-        raise ValueError(f"{field} is more than 5 minutes in the future")
-    return value
-
-
 class InvalidTime(DomainError):
     """A client-given time that contradicts what is already recorded (e.g. a reply before its
     work order)."""
@@ -32,19 +25,25 @@ class InvalidTime(DomainError):
 
 
 def not_before(value: datetime, earliest: datetime, *, field: str, what: str) -> None:
-    """InvalidTime naming `field` if `value` is before `earliest` (`what` says what that is)."""
+    """InvalidTime naming `field` (of the request body) if `value` is before `earliest`
+    (`what` says what that is)."""
     if value < earliest:
         raise InvalidTime(
-            f"{field}: {value.isoformat()} is earlier than {what} ({earliest.isoformat()})"
+            f"{field}: {value.isoformat()} is earlier than {what} ({earliest.isoformat()})",
+            field=f"body.{field}",
         )
 
 
 def not_before_submission(at: datetime, submitted_at: datetime) -> None:
     """InvalidTime naming `at` if something happened to a ticket before it was submitted
     (with MAX_CLOCK_SKEW of slack: intake's clock and this service's may differ)."""
+    try:
+        earliest = submitted_at - MAX_CLOCK_SKEW
+    except OverflowError:  # a ticket stored with a time at the very start of the calendar
+        earliest = datetime.min.replace(tzinfo=UTC)
     not_before(
         at,
-        submitted_at - MAX_CLOCK_SKEW,
+        earliest,
         field="at",
         what="the ticket's submitted_at, less the allowed clock skew",
     )

@@ -8,10 +8,10 @@ version; removing or changing a field means a new `ce_type` version.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import ClassVar, Literal
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.names import Role
 
@@ -21,6 +21,27 @@ TransferMode = Literal["transfer", "three_way"]
 ReplyQuality = Literal["definite", "partial", "none"]
 Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
 CalendarSource = Literal["holiday_file", "chinesecalendar", "weekends_only"]
+
+EARLIEST_EVENT_YEAR: Final = 1970
+LATEST_EVENT_YEAR: Final = 2999
+"""An event's times fall in these years (inclusive, in UTC). Lenient (the API refuses much
+more), but a time no projection can store or compute with, like year 1 or an offset that
+overflows in UTC, makes the event a poison message (dead-lettered by the consumer) instead
+of crashing the projection that would store it."""
+
+
+def _plausible(value: datetime) -> datetime:
+    try:
+        year = value.astimezone(UTC).year
+    except (OverflowError, ValueError):
+        raise ValueError("out of range once converted to UTC") from None
+    if not EARLIEST_EVENT_YEAR <= year <= LATEST_EVENT_YEAR:
+        raise ValueError(f"must be in the years {EARLIEST_EVENT_YEAR} to {LATEST_EVENT_YEAR}")
+    return value
+
+
+PlausibleTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
+"""When a fact happened, as an event carries it: aware, within the event years."""
 
 
 class Actor(BaseModel):
@@ -57,7 +78,7 @@ class CallOutcome(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     answered: bool
-    wait_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    wait_seconds: float | None = Field(default=None, ge=0, le=86_400, allow_inf_nan=False)
     resolved_at_first_contact: bool
 
 
@@ -70,7 +91,7 @@ class TicketSubmitted(Event):
     channel: Channel
     scenario: str
     category: Category
-    submitted_at: AwareDatetime
+    submitted_at: PlausibleTime
     evaluator: str | None = None
     call: CallOutcome
 
@@ -87,7 +108,7 @@ class TransferAttempted(Event):
     department: str
     mode: TransferMode
     connected: bool
-    at: AwareDatetime
+    at: PlausibleTime
 
     def occurred_at(self) -> datetime:
         return self.at
@@ -100,8 +121,8 @@ class WorkOrderCreated(Event):
 
     work_order_id: str
     department: str
-    created_at: AwareDatetime
-    due_at: AwareDatetime
+    created_at: PlausibleTime
+    due_at: PlausibleTime
     due_working_days: int = Field(ge=1)
     calendar_source: CalendarSource
 
@@ -118,7 +139,7 @@ class WorkOrderReplied(Event):
     reply_id: str
     department: str
     quality: ReplyQuality
-    at: AwareDatetime
+    at: PlausibleTime
     first: bool
 
     def occurred_at(self) -> datetime:
@@ -132,8 +153,8 @@ class WorkOrderOverdue(Event):
 
     work_order_id: str
     department: str
-    due_at: AwareDatetime
-    detected_at: AwareDatetime
+    due_at: PlausibleTime
+    detected_at: PlausibleTime
 
     def occurred_at(self) -> datetime:
         return self.detected_at
@@ -147,7 +168,7 @@ class CallbackLogged(Event):
     callback_id: str
     reached: bool
     satisfaction: Satisfaction | None = None
-    at: AwareDatetime
+    at: PlausibleTime
 
     def occurred_at(self) -> datetime:
         return self.at

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from datetime import datetime
+from typing import Annotated, Final
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import DomainError
+from shared.inputs import PathId, QueryTime
+
+MAX_CURSOR_LENGTH: Final = 1024
+"""A cursor holds a time and an id of at most 64 characters: far less than this."""
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        pattern="^[A-Za-z0-9_-]+$",
+        description="The `next_cursor` of the previous page",
+    ),
+]
+"""A route's `cursor` query parameter: what `encode_cursor` makes, or nothing."""
 
 
 class InvalidCursor(DomainError):
@@ -16,6 +36,16 @@ class InvalidCursor(DomainError):
     code = "invalid_cursor"
 
 
+class _Position(BaseModel):
+    """What a cursor holds; checked like the filters, so a forged one cannot reach a query
+    with a time or an id the database cannot compare."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: QueryTime
+    id: PathId
+
+
 def encode_cursor(at: datetime, key: str) -> str:
     """An opaque cursor for the position (`at`, `key`)."""
     raw = json.dumps({"at": at.isoformat(), "id": key})
@@ -23,13 +53,13 @@ def encode_cursor(at: datetime, key: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position a cursor stands for; InvalidCursor if it was not made by `encode_cursor`."""
+    """The position a cursor stands for; InvalidCursor (a 422 naming `query.cursor`) if it was
+    not made by `encode_cursor` or holds a time or an id out of range."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        at = datetime.fromisoformat(data["at"])
-        if at.tzinfo is None:
-            raise ValueError("naive time")
-        return at, str(data["id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidCursor("cursor: not a cursor returned by this API") from exc
+        position = _Position.model_validate_json(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, ValidationError) as exc:
+        raise InvalidCursor(
+            "cursor: not a cursor returned by this API", field="query.cursor"
+        ) from exc
+    return position.at, position.id

@@ -96,6 +96,13 @@ def infra() -> Iterator[Infra]:
 @pytest.fixture
 async def database(infra: Infra) -> AsyncIterator[str]:
     """A new, empty database on the shared cluster, dropped afterwards."""
+    async with new_database(infra) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def new_database(infra: Infra) -> AsyncIterator[str]:
+    """A new, empty database on the shared cluster (its URL), dropped on exit."""
     url = make_url(infra.database_url)
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin_dsn = url.set(drivername="postgresql", database="postgres").render_as_string(
@@ -106,12 +113,14 @@ async def database(infra: Infra) -> AsyncIterator[str]:
         await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
         await connection.close()
-    yield url.set(database=name).render_as_string(hide_password=False)
-    connection = await asyncpg.connect(admin_dsn)
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        await connection.close()
+        connection = await asyncpg.connect(admin_dsn)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
 
 
 @pytest.fixture

@@ -276,3 +276,27 @@ def local_postgres() -> Iterator[LocalPostgres]:
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, bytes]:
     """A record's headers as a dict."""
     return dict(record.headers)
+
+
+PROBLEM_MEMBERS = {"type", "title", "status", "detail", "instance", "code"}
+"""What every error answer holds (RFC 9457 problem details, plus our `code`)."""
+
+
+def problem_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The problem-details body of an error answer, after checking its status, media type and
+    members (and `code`, if given)."""
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    problem: dict[str, Any] = response.json()
+    assert problem.keys() >= PROBLEM_MEMBERS, problem
+    assert problem["status"] == status
+    assert isinstance(problem["detail"], str)
+    assert problem["type"] == f"https://hotline.invalid/problems/{problem['code']}"
+    if code is not None:
+        assert problem["code"] == code, problem
+    return problem
+
+
+def problem_fields(response: httpx.Response) -> set[str]:
+    """The dotted locations (`body.city`) of the fields an error answer names."""
+    return {error["field"] for error in response.json().get("errors", [])}

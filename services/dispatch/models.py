@@ -9,23 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, DateTime, Index, String, Text, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from shared.bus_tables import add_bus_tables
-from shared.clock import not_in_future
 from shared.events import CalendarSource, Channel, ReplyQuality, Satisfaction, TransferMode
+from shared.idempotency import add_idempotency_table
+from shared.inputs import EventTime, SafeText
 
 
 class DispatchModel(SQLModel, registry=registry()):
     """Base of dispatch's tables."""
 
 
-METADATA = add_bus_tables(DispatchModel.metadata, with_outbox=True)
-"""Dispatch's tables, with the bus tables every service has (`shared.bus_tables`)."""
+METADATA = add_idempotency_table(add_bus_tables(DispatchModel.metadata, with_outbox=True))
+"""Dispatch's tables, with the bus tables every service has (`shared.bus_tables`) and the
+answers kept for Idempotency-Keys (`shared.idempotency`)."""
 
 
 def _when(nullable: bool = False) -> Column[datetime]:
@@ -132,24 +134,19 @@ class Callback(DispatchModel, table=True):
 
 
 class _Command(BaseModel):
-    """Base of request bodies: unknown fields refused, `at` optional, aware, not in the future."""
+    """Base of request bodies: unknown fields refused, `at` optional (`shared.inputs.EventTime`)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    at: AwareDatetime | None = PydanticField(
+    at: EventTime | None = PydanticField(
         default=None, description="When it happened (RFC 3339 with offset); default now."
     )
-
-    @field_validator("at")
-    @classmethod
-    def _at_not_in_future(cls, value: datetime | None) -> datetime | None:
-        return not_in_future(value, "at")
 
 
 class TransferCreate(_Command):
     """The body of `POST /tickets/{ticket_id}/transfers`."""
 
-    department: str = PydanticField(min_length=1, max_length=64, examples=["住建局"])
+    department: SafeText = PydanticField(min_length=1, max_length=64, examples=["住建局"])
     mode: TransferMode
     connected: bool
 
@@ -157,7 +154,7 @@ class TransferCreate(_Command):
 class WorkOrderCreate(_Command):
     """The body of `POST /tickets/{ticket_id}/work-orders`."""
 
-    department: str = PydanticField(min_length=1, max_length=64, examples=["住建局"])
+    department: SafeText = PydanticField(min_length=1, max_length=64, examples=["住建局"])
     due_working_days: int | None = PydanticField(
         default=None, ge=1, le=60, description="Working days to reply; default configured (5)."
     )
@@ -166,7 +163,7 @@ class WorkOrderCreate(_Command):
 class ReplyCreate(_Command):
     """The body of `POST /work-orders/{work_order_id}/replies`."""
 
-    content: str = PydanticField(min_length=1, max_length=4000)
+    content: SafeText = PydanticField(min_length=1, max_length=4000)
     quality: ReplyQuality
 
 

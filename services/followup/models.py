@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, DateTime, Index, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from shared.bus_tables import add_bus_tables
-from shared.clock import not_in_future
 from shared.events import Channel, Satisfaction
+from shared.idempotency import add_idempotency_table
+from shared.inputs import EventTime
 
 EligibleReason = Literal["resolved_at_first_contact", "work_order_replied"]
 
@@ -27,8 +28,9 @@ class FollowupModel(SQLModel, registry=registry()):
     """Base of followup's tables."""
 
 
-METADATA = add_bus_tables(FollowupModel.metadata, with_outbox=True)
-"""Followup's tables, with the bus tables every service has (`shared.bus_tables`)."""
+METADATA = add_idempotency_table(add_bus_tables(FollowupModel.metadata, with_outbox=True))
+"""Followup's tables, with the bus tables every service has (`shared.bus_tables`) and the
+answers kept for Idempotency-Keys (`shared.idempotency`)."""
 
 
 def _when(nullable: bool = False) -> Column[datetime]:
@@ -87,7 +89,7 @@ class CallbackCreate(BaseModel):
         default=None,
         description="Null when the citizen was not reached, or declined to answer.",
     )
-    at: AwareDatetime | None = PydanticField(
+    at: EventTime | None = PydanticField(
         default=None, description="When the call was made (RFC 3339 with offset); default now."
     )
 
@@ -99,11 +101,6 @@ class CallbackCreate(BaseModel):
         if value is not None and info.data.get("reached") is False:
             raise ValueError("satisfaction must be null when reached is false")
         return value
-
-    @field_validator("at")
-    @classmethod
-    def _at_not_in_future(cls, value: datetime | None) -> datetime | None:
-        return not_in_future(value, "at")
 
 
 class CallbackPublic(BaseModel):

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
-from pydantic import AwareDatetime
 
 from services.intake import commands, views
 from services.intake.deps import Deps
 from services.intake.models import TicketCreate, TicketCreated, TicketPage, TicketPublic
 from shared.app import ReadDep
-from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.http import Allow
 from shared.auth.store import Principal
-from shared.errors import MALFORMED_JSON
+from shared.idempotency import idempotent_responses
+from shared.inputs import Label, PathId, QueryTime, SafeText
+from shared.pagination import Cursor
 
-router = APIRouter(tags=["tickets"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["tickets"])
 
 Evaluator = Annotated[Principal, Depends(Allow("evaluator"))]
 Reader = Annotated[Principal, Depends(Allow("evaluator", "operator", "auditor"))]
@@ -30,10 +31,7 @@ def _own_only(caller: Principal) -> str | None:
     "/tickets",
     status_code=status.HTTP_201_CREATED,
     response_model=TicketCreated,
-    responses={
-        409: {"description": "Idempotency-Key already used with a different body"},
-        **MALFORMED_JSON,
-    },
+    responses=idempotent_responses({}),
 )
 async def create_ticket(
     caller: Evaluator,
@@ -41,7 +39,7 @@ async def create_ticket(
     response: Response,
     deps: Deps,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+        SafeText | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> TicketCreated:
     """Record a citizen's request. The same Idempotency-Key and body give the same ticket."""
@@ -59,8 +57,12 @@ async def create_ticket(
     return TicketCreated(ticket_id=result.ticket.ticket_id)
 
 
-@router.get("/tickets/{ticket_id}", response_model=TicketPublic, responses={404: {}})
-async def read_ticket(caller: Reader, ticket_id: str, db: ReadDep) -> TicketPublic:
+@router.get(
+    "/tickets/{ticket_id}",
+    response_model=TicketPublic,
+    responses={404: {"description": "No such ticket (or not one this evaluator submitted)"}},
+)
+async def read_ticket(caller: Reader, ticket_id: PathId, db: ReadDep) -> TicketPublic:
     """One ticket, with its phone number masked."""
     ticket = await views.get_ticket(db, ticket_id, only_submitted_by=_own_only(caller))
     return TicketPublic.of(ticket)
@@ -71,11 +73,11 @@ async def list_tickets(
     caller: Reader,
     db: ReadDep,
     deps: Deps,
-    city: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="submitted at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="submitted before")] = None,
+    city: Label | None = None,
+    since: Annotated[QueryTime | None, Query(description="submitted at or after")] = None,
+    until: Annotated[QueryTime | None, Query(description="submitted before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> TicketPage:
     """Tickets newest first; follow `next_cursor` for the next page. An evaluator's key
     lists the tickets it submitted. `city` may be given by either of its names."""

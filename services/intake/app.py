@@ -19,6 +19,7 @@ from services.intake.privacy import PhoneHasher, load_or_create_key, redact_phon
 from services.intake.projections import projections
 from shared.app import create_service_app
 from shared.cities import MAX_NAME_LENGTH, Cities
+from shared.names import PUBLISHERS
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 
@@ -29,7 +30,7 @@ SPEC = ServiceSpec(
     title="12345 hotline: intake",
     migrations=Path(__file__).parent / "migrations",
     routers=[router],
-    publishes=True,
+    publishes="intake" in PUBLISHERS,
     projections=projections,
 )
 
@@ -73,11 +74,26 @@ def _redacted(errors: Sequence[Any]) -> list[Any]:
     redacted = []
     for error in errors:
         loc, value = tuple(error.get("loc", ())), error.get("input")
-        if isinstance(value, dict) and isinstance(value.get("citizen_phone"), str):
-            value = {**value, "citizen_phone": redact_phone(value["citizen_phone"])}
-        elif loc[:2] == ("body", "citizen_phone") and isinstance(value, str):
+        if loc[:2] == ("body", "citizen_phone") and isinstance(value, str):
             value = redact_phone(value)
         elif loc[:2] == ("body", "city") and isinstance(value, str):
             value = value[:MAX_NAME_LENGTH]
+        else:
+            value = _phone_redacted(value)
         redacted.append({**error, "input": value} if "input" in error else error)
     return redacted
+
+
+def _phone_redacted(value: Any) -> Any:
+    """`value` with every `citizen_phone` in it redacted (a body that is not an object, a list
+    of bodies, is echoed as it came)."""
+    if isinstance(value, dict):
+        return {
+            key: redact_phone(item)
+            if key == "citizen_phone" and isinstance(item, str)
+            else _phone_redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_phone_redacted(item) for item in value]
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
@@ -12,8 +12,8 @@ from sqlmodel import Field, SQLModel
 
 from services.intake.privacy import normalize_phone
 from shared.bus_tables import add_bus_tables
-from shared.clock import not_in_future
 from shared.events import CallOutcome, Category, Channel
+from shared.inputs import EventTime, SafeText
 
 
 class IntakeModel(SQLModel, registry=registry()):
@@ -72,7 +72,7 @@ class TicketCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    city: str = PydanticField(
+    city: SafeText = PydanticField(
         min_length=1,
         max_length=64,
         examples=["沈阳"],
@@ -81,18 +81,20 @@ class TicketCreate(BaseModel):
         "Stored and announced by its canonical name (沈阳).",
     )
     channel: Channel
-    scenario: str = PydanticField(min_length=1, max_length=64, examples=["社保查询"])
+    scenario: SafeText = PydanticField(min_length=1, max_length=64, examples=["社保查询"])
     category: Category
-    content: str = PydanticField(min_length=1, max_length=4000)
-    citizen_phone: str | None = PydanticField(
+    content: SafeText = PydanticField(min_length=1, max_length=4000)
+    citizen_phone: SafeText | None = PydanticField(
         default=None,
         max_length=32,
         examples=["138-1234-5678"],
         description="Any usual way of writing it (010-12345678, +86 10 1234 5678); kept only "
         "masked and as a keyed hash of its E.164 form.",
     )
-    evaluator: str | None = PydanticField(default=None, max_length=64)
-    submitted_at: AwareDatetime | None = None
+    evaluator: SafeText | None = PydanticField(default=None, max_length=64)
+    submitted_at: EventTime | None = PydanticField(
+        default=None, description="When the citizen made the request; default now."
+    )
     call: CallInput
 
     @field_validator("citizen_phone")
@@ -100,11 +102,6 @@ class TicketCreate(BaseModel):
     def _valid_phone(cls, value: str | None) -> str | None:
         # E.164, so a replayed body fingerprints alike however the number was written.
         return normalize_phone(value) if value else None
-
-    @field_validator("submitted_at")
-    @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        return not_in_future(value, "submitted_at")
 
     @field_validator("call")
     @classmethod

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
 
 from services.metrics.deps import Deps
 from services.metrics.models import (
@@ -29,17 +28,18 @@ from services.metrics.views import (
     unanswered_work_orders,
 )
 from shared.app import ReadDep
-from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.http import Allow
 from shared.auth.store import Principal
 from shared.clock import utc_now
 from shared.events import Channel
-from shared.pagination import decode_cursor, encode_cursor
+from shared.inputs import Label, QueryTime
+from shared.pagination import Cursor, decode_cursor, encode_cursor
 
-router = APIRouter(tags=["metrics"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["metrics"])
 
 Auditor = Annotated[Principal, Depends(Allow("auditor"))]
 
-Name = Annotated[str | None, Query(min_length=1, max_length=64)]
+Name = Label | None
 
 
 def rate_filter(
@@ -47,18 +47,14 @@ def rate_filter(
     channel: Channel | None = None,
     scenario: Name = None,
     department: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=64,
-            description="Narrows the transfer, three-way, work-order and reply rates only.",
-        ),
+        Label | None,
+        Query(description="Narrows the transfer, three-way, work-order and reply rates only."),
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Tickets submitted at or after (RFC 3339).")
+        QueryTime | None, Query(description="Tickets submitted at or after (RFC 3339).")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Tickets submitted before (RFC 3339).")
+        QueryTime | None, Query(description="Tickets submitted before (RFC 3339).")
     ] = None,
 ) -> RateFilter:
     """The filters of `/rates`; no window means every ticket ever recorded."""
@@ -130,7 +126,7 @@ async def audit_unanswered(
     overdue_only: bool = False,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> Any:
     """Work orders with no reply yet, most overdue first, each with its age in working days."""
     query = UnansweredQuery(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,7 +21,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from shared.auth.store import KeyStore, Principal
-from shared.errors import DomainError
+from shared.errors import RETRY_AFTER_HEADER, DomainError, Responses
 from shared.names import Role
 
 
@@ -89,12 +89,25 @@ class Authenticator:
         raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
 
 
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid API key (`Authorization: Bearer <key>`)"},
+AUTH_RESPONSES: Responses = {
+    401: {
+        "description": "No valid API key (`Authorization: Bearer <key>`)",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The scheme to authenticate with",
+                "schema": {"type": "string", "enum": ["Bearer"]},
+                "required": True,
+            }
+        },
+    },
     403: {"description": "This key's role may not do this"},
-    429: {"description": "Too many requests for this key: retry after `Retry-After` seconds"},
+    429: {
+        "description": "Too many requests for this key (or failed attempts from this address): "
+        "retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {**RETRY_AFTER_HEADER, "required": True}},
+    },
 }
-"""OpenAPI notes for every route behind `Allow`."""
+"""OpenAPI notes for every route behind `Allow` (`shared.openapi` adds them to each)."""
 
 
 def authenticator_of(request: Request) -> Authenticator:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth.http import Allow, Authenticator, authenticator_of
 from shared.auth.store import KeyRecord, Principal
-from shared.errors import MALFORMED_JSON
+from shared.inputs import PathId, SafeText
 from shared.names import Role
 
 router = APIRouter(tags=["keys"])
@@ -24,9 +25,9 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=100, description="Who or what holds the key.")
+    name: SafeText = Field(min_length=1, max_length=100, description="Who or what holds the key.")
     role: Role
-    department: str | None = Field(
+    department: SafeText | None = Field(
         default=None,
         min_length=1,
         max_length=64,
@@ -63,13 +64,17 @@ KeysDep = Annotated[Authenticator, Depends(authenticator_of)]
     "/keys",
     status_code=status.HTTP_201_CREATED,
     response_model=KeyCreated,
-    responses={422: {"description": "A bad role or department"}, **MALFORMED_JSON},
+    responses={422: {"description": "A bad name, role or department"}},
 )
-async def create_key(body: KeyCreate, admin: AdminDep, keys: KeysDep) -> KeyCreated:
-    """Create a key; its token is in this answer only."""
+async def create_key(
+    body: KeyCreate, admin: AdminDep, keys: KeysDep, response: Response
+) -> KeyCreated:
+    """Create a key; its token is in this answer only. `Location` is the key's URL (to
+    revoke it)."""
     token, record = await keys.store.create(
         name=body.name, role=body.role, department=body.department
     )
+    response.headers["Location"] = f"/keys/{quote(record.key_id, safe='')}"
     return KeyCreated(**KeyPublic.of(record).model_dump(), token=token.value)
 
 
@@ -86,7 +91,7 @@ async def list_keys(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "No such key"}},
 )
-async def revoke_key(key_id: str, admin: AdminDep, keys: KeysDep) -> Response:
+async def revoke_key(key_id: PathId, admin: AdminDep, keys: KeysDep) -> Response:
     """Revoke a key: every service refuses it within a few seconds."""
     await keys.store.revoke(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

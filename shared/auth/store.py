@@ -110,17 +110,22 @@ def check_spec(role: str, department: str | None, name: str = "key") -> Role:
     """The role, if it, the department and the name fit together; InvalidKeySpec naming the
     field (names are stored and listed: no control characters, at most 100/64 long)."""
     if not 1 <= len(name) <= 100 or not _PRINTABLE.fullmatch(name):
-        raise InvalidKeySpec("name: 1 to 100 characters, no control characters")
+        raise InvalidKeySpec("name: 1 to 100 characters, no control characters", field="body.name")
     if department is not None and (
         not 1 <= len(department) <= 64 or not _PRINTABLE.fullmatch(department)
     ):
-        raise InvalidKeySpec("department: 1 to 64 characters, no control characters")
+        raise InvalidKeySpec(
+            "department: 1 to 64 characters, no control characters", field="body.department"
+        )
     for known in ROLES:
         if role == known:
             if (role == "department") != (department is not None):
-                raise InvalidKeySpec("department: required for a department key, and only for one")
+                raise InvalidKeySpec(
+                    "department: required for a department key, and only for one",
+                    field="body.department",
+                )
             return known
-    raise InvalidKeySpec(f"role: one of {', '.join(ROLES)}")
+    raise InvalidKeySpec(f"role: one of {', '.join(ROLES)}", field="body.role")
 
 
 class KeyStore:

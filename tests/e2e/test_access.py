@@ -18,7 +18,15 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from shared.auth.http import Allow
 from shared.names import ROLES, SERVICE_NAMES
 from tests.e2e.test_intake import ticket
-from tests.support import eventually, headers_of, load_app, read_topic, running_service
+from tests.support import (
+    eventually,
+    headers_of,
+    load_app,
+    problem_fields,
+    problem_of,
+    read_topic,
+    running_service,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +122,11 @@ async def test_every_role_is_refused_where_it_is_not_allowed_and_passes_where_it
         outcomes = {}
         for method, path in POLICY[service]:
             for role, client in clients.items():
-                outcomes[(method, path, role)] = (await _request(client, method, path)).status_code
+                answer = await _request(client, method, path)
+                outcomes[(method, path, role)] = (
+                    answer.status_code,
+                    answer.headers.get("content-type"),
+                )
             nobody = await _request(anonymous, method, path)
             forged = await anonymous.request(
                 method,
@@ -125,14 +137,16 @@ async def test_every_role_is_refused_where_it_is_not_allowed_and_passes_where_it
                 method, re.sub(r"\{[^}]+\}", "x", path), headers={"Authorization": "Basic eA=="}
             )
             for refused in (nobody, forged, basic):
-                assert refused.status_code == 401, (method, path)
+                problem_of(refused, 401, "unauthenticated")
                 assert refused.headers["WWW-Authenticate"] == "Bearer"
                 assert refused.json() == nobody.json()  # nothing tells these cases apart
-    for (method, path, role), status in outcomes.items():
+    for (method, path, role), (status, content_type) in outcomes.items():
         if role in POLICY[service][(method, path)]:
             assert status not in (401, 403), (method, path, role, status)
         else:
             assert status == 403, (method, path, role, status)
+        if status >= 400:
+            assert content_type == "application/problem+json", (method, path, role, status)
 
 
 async def test_a_department_sees_and_answers_its_own_work_orders_only(settings, infra):
@@ -294,7 +308,7 @@ async def test_a_key_over_its_rate_limit_waits_and_others_do_not(settings):
     assert 429 in statuses[5:]
     refused = next(a for a in answers if a.status_code == 429)
     assert int(refused.headers["Retry-After"]) >= 1
-    assert refused.json()["code"] == "rate_limited"
+    problem_of(refused, 429, "rate_limited")
     assert fresh.status_code == 200
 
 
@@ -330,8 +344,7 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(settings):
         within = await intake.http.post("/tickets", json=ticket())
         count = (await intake.http.get("/tickets")).json()["items"]
     for refused in (declared, streamed):
-        assert refused.status_code == 413
-        assert "Content Too Large" in refused.text
+        assert problem_of(refused, 413, "too_large")["title"] == "Content Too Large"
     assert within.status_code == 201
     assert len(count) == 1  # nothing of the refused bodies was stored
 
@@ -354,7 +367,15 @@ async def test_absurd_key_requests_are_refused_with_a_4xx_and_store_nothing(sett
         revoke_missing = await admin.delete("/keys/0123456789abcdef")
         after = (await admin.get("/keys")).json()
     assert [r.status_code for r in refused] == [422] * len(bodies)
-    assert huge.status_code == 413
-    assert revoke_nul.status_code == 404
-    assert revoke_missing.status_code == 404
+    assert [problem_fields(r) for r in refused] == [
+        {"body.name"},
+        {"body.name"},
+        {"body.role"},
+        {"body.department"},
+        {"body.department"},
+        {"body.department"},
+    ]
+    problem_of(huge, 413, "too_large")
+    assert problem_fields(revoke_nul) == {"path.key_id"}
+    problem_of(revoke_missing, 404, "not_found")
     assert after == before

@@ -14,7 +14,14 @@ from services.dispatch import commands as dispatch_commands
 from shared.db import new_id
 from shared.events import CallOutcome, TicketSubmitted, WorkOrderReplied
 from shared.workdays import WorkCalendar, due_at
-from tests.support import eventually, headers_of, read_topic, running_service
+from tests.support import (
+    eventually,
+    headers_of,
+    problem_fields,
+    problem_of,
+    read_topic,
+    running_service,
+)
 from tests.support import publish as publish_event
 
 pytestmark = pytest.mark.e2e
@@ -267,9 +274,8 @@ async def test_a_ticket_not_yet_known_answers_409_then_succeeds_once_its_event_a
             message="callback accepted once the ticket is known",
         )
     for early in (early_transfer, early_order, early_view, early_callback):
-        assert early.status_code == 409
+        problem_of(early, 409, "not_yet_known")
         assert early.headers["Retry-After"] == str(settings.retry_after_seconds)
-        assert early.json()["code"] == "not_yet_known"
     assert late_transfer.json()["department"] == "城管局"
     assert late_callback.json()["satisfaction"] == "satisfied"
 
@@ -491,27 +497,25 @@ async def test_work_order_rules_statuses_and_pages(settings, producer):
 
     assert second_open.status_code == 409
     assert sorted(r.status_code for r in racing) == [201, 409]  # the unique index decides
-    assert second_open.json()["code"] == "open_work_order_exists"
+    problem_of(second_open, 409, "open_work_order_exists")
     assert open_one["due_working_days"] == 10
     assert overdue["due_working_days"] == 5
-    assert too_early.status_code == 422
-    assert "created_at" in too_early.json()["detail"]
-    assert before_first.status_code == 422
-    assert "first reply" in before_first.json()["detail"]
+    assert "created_at" in problem_of(too_early, 422, "invalid_time")["detail"]
+    assert problem_fields(too_early) == {"body.at"}
+    assert "first reply" in problem_of(before_first, 422, "invalid_time")["detail"]
     assert first["first"] is True
     assert later["first"] is False
     assert again_same_department.status_code == 201  # its earlier work order was answered
-    assert unknown.status_code == 404
+    problem_of(unknown, 404, "not_found")
     for response, field in (
         (future, "at"),
         (naive, "at"),
         (bad_quality, "quality"),
         (too_many_days, "due_working_days"),
     ):
-        assert response.status_code == 422
-        assert field in {str(p) for error in response.json()["detail"] for p in error["loc"]}
-    assert before_ticket.status_code == 422
-    assert "submitted_at" in before_ticket.json()["detail"]
+        problem_of(response, 422, "validation_failed")
+        assert f"body.{field}" in problem_fields(response)
+    assert "submitted_at" in problem_of(before_ticket, 422, "invalid_time")["detail"]
 
     new_one = again_same_department.json()["work_order_id"]
     # Earliest due first: the 5-day new one before the 10-day open one.
@@ -531,7 +535,8 @@ async def test_work_order_rules_statuses_and_pages(settings, producer):
     assert detail["reply_count"] == 2
     assert detail["first_reply"]["reply_id"] == first["reply_id"]
     assert [r["first"] for r in detail["replies"]] == [True, False]
-    assert bad_cursor.status_code == 422
+    problem_of(bad_cursor, 422, "invalid_cursor")
+    assert problem_fields(bad_cursor) == {"query.cursor"}
 
 
 async def test_each_deadline_names_its_calendar_and_weekends_only_is_said_aloud(
@@ -630,8 +635,8 @@ async def test_the_callback_queue_is_right_whatever_order_events_arrive_in(setti
     assert in_dalian == [solved.ticket_id]
     assert page["items"][0]["reason"] == "resolved_at_first_contact"
     assert not_reached["satisfaction"] is None
-    assert contradiction.status_code == 422
-    assert "satisfaction" in {str(p) for e in contradiction.json()["detail"] for p in e["loc"]}
+    problem_of(contradiction, 422, "validation_failed")
+    assert problem_fields(contradiction) == {"body.satisfaction"}
     assert after_attempt["items"][0]["unreached_attempts"] == 1  # still due: nobody was asked
     assert declined["satisfaction"] is None
     assert queue_after == [replied_first.ticket_id]

@@ -1,11 +1,15 @@
 """The people a story needs (evaluator, operator, department, callback staff), played over
 HTTP, and what each public API is sent.
 
-`POST /tickets` carries an Idempotency-Key, so a retried request never makes a second
-ticket. Dispatch and followup answer 409 `not_yet_known` (with Retry-After) for a ticket
-whose event has not reached them yet, and 503 while their database is away: both are
-retried after Retry-After. Their POSTs have no idempotency key, so a request that may have
-arrived (a read timeout, a dropped connection) is not retried: it is reported.
+Every POST carries an Idempotency-Key, fresh for each step of each story and the same on
+every retry of it (`<run's key prefix>-<story index>[-<step>]`): a request whose answer was
+lost (a read timeout, a connection dropped by a service killed mid-request) is sent again
+and answered as the first was, so a retry never makes a second ticket, transfer, work
+order, reply or callback, and the run knows what each service recorded. A connection
+refused (a service restarting) is retried with a back-off for about 25 s before the
+service counts as down. Dispatch and followup answer 409 `not_yet_known` (with
+Retry-After) for a ticket whose event has not reached them yet, and 503 while their
+database is away: both are retried after Retry-After.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from hotline.simulator.client import (
+    CONNECT_ATTEMPTS,
     RequestRefused,
     ServiceClients,
     ServiceUnreachable,
     SimulatorError,
+    connect_backoff,
     retry_delay,
     unreachable,
 )
@@ -44,8 +50,6 @@ from hotline.simulator.truth import (
 )
 from shared.clock import utc_now
 from shared.names import Role, ServiceName
-
-CONNECT_ATTEMPTS: Final = 5
 
 Recorded = TypeVar("Recorded")
 
@@ -102,22 +106,18 @@ class Player:
         while True:
             try:
                 response = await client.post(path, json=body, headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                # Never sent: retrying cannot duplicate anything.
-                failed_connects += 1
-                if failed_connects >= CONNECT_ATTEMPTS:
-                    raise unreachable(service, client, exc) from exc
-                await asyncio.sleep(0.2 * 2**failed_connects)
-                continue
             except httpx.TransportError as exc:
-                if idempotency_key is None:
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if not never_sent and idempotency_key is None:
                     raise ServiceUnreachable(
                         f"{service}: POST {path} may or may not have been recorded "
                         f"({type(exc).__name__}: {exc}); not retried, it has no idempotency key"
                     ) from exc
+                # Never sent, or sent with its key: a retry cannot duplicate anything.
                 failed_connects += 1
                 if failed_connects >= CONNECT_ATTEMPTS:
                     raise unreachable(service, client, exc) from exc
+                await asyncio.sleep(connect_backoff(failed_connects))
                 continue
             if response.is_success:
                 answer: dict[str, Any] = response.json()
@@ -134,6 +134,12 @@ class Player:
                 )
             await asyncio.sleep(wait)
 
+    def step_key(self, story: Story, step: str | None = None) -> str:
+        """The Idempotency-Key of one step of `story` (its submission without `step`): new
+        for each run, the same on each retry of the step."""
+        key = f"{self.key_prefix}-{story.index}"
+        return f"{key}-{step}" if step else key
+
     def recorded(self, kind: str, into: list[Recorded], item: Recorded) -> Recorded:
         """`item` kept in `into` and counted as one more `kind` a service acknowledged."""
         into.append(item)
@@ -147,27 +153,27 @@ class Player:
         in the story's order (a reply relative to the `due_at` dispatch answers)."""
         sent = await self.submit(story, submitted_at)
         call_end = submitted_at + timedelta(seconds=story.call.wait_seconds or 0.0)
-        for plan in story.transfers:
+        for n, plan in enumerate(story.transfers):
             transfer = await self.transfer(
-                sent, story, plan, whole_seconds(submitted_at + plan.after)
+                sent, story, n, plan, whole_seconds(submitted_at + plan.after)
             )
             call_end = max(call_end, transfer.at)
         eligible_at = submitted_at if story.call.resolved_at_first_contact else None
         order = story.work_order
         if order is not None:
             work_order = await self.create_work_order(
-                sent, order, whole_seconds(call_end + order.after)
+                sent, story, order, whole_seconds(call_end + order.after)
             )
             if order.reply is not None:
                 at = reply_time(order.reply, work_order.created_at, work_order.due_at)
-                reply = await self.reply(work_order, order.reply, at)
+                reply = await self.reply(work_order, story, order.reply, at)
                 eligible_at = eligible_at or reply.at
         if eligible_at is None:
             return
         moment = eligible_at
-        for callback in story.callbacks:
+        for n, callback in enumerate(story.callbacks):
             moment = whole_seconds(moment + callback.after)
-            await self.call_back(sent, callback, moment)
+            await self.call_back(sent, story, n, callback, moment)
 
     async def play_live(self, story: Story) -> None:
         """Play `story` now, its steps a few real seconds apart. A reply drawn late cannot
@@ -180,23 +186,23 @@ class Player:
             await asyncio.sleep(pause.uniform(low, high))
 
         sent = await self.submit(story, None)
-        for plan in story.transfers:
+        for n, plan in enumerate(story.transfers):
             await step()
-            await self.transfer(sent, story, plan, None)
+            await self.transfer(sent, story, n, plan, None)
         eligible = story.call.resolved_at_first_contact
         order = story.work_order
         if order is not None:
             await step()
-            work_order = await self.create_work_order(sent, order, None)
+            work_order = await self.create_work_order(sent, story, order, None)
             if order.reply is not None and order.reply.timeliness == "on_time":
                 await step()
-                await self.reply(work_order, order.reply, None)
+                await self.reply(work_order, story, order.reply, None)
                 eligible = True
         if not eligible:
             return
-        for callback in story.callbacks:
+        for n, callback in enumerate(story.callbacks):
             await step()
-            await self.call_back(sent, callback, None)
+            await self.call_back(sent, story, n, callback, None)
 
     # --- One request each; `None` for a time means now ------------------------------------
 
@@ -207,7 +213,7 @@ class Player:
             "/tickets",
             ticket_body(story, evaluator=f"simulator {self.run_id}", submitted_at=submitted_at),
             role="evaluator",
-            idempotency_key=f"{self.key_prefix}-{story.index}",
+            idempotency_key=self.step_key(story),
         )
         sent = SentTicket(
             ticket_id=answer["ticket_id"],
@@ -222,27 +228,29 @@ class Player:
         return self.recorded("tickets", self.sent, sent)
 
     async def transfer(
-        self, sent: SentTicket, story: Story, plan: TransferPlan, at: datetime | None
+        self, sent: SentTicket, story: Story, n: int, plan: TransferPlan, at: datetime | None
     ) -> SentTransfer:
-        """POST a transfer or three-way call and record it."""
+        """POST the story's `n`-th transfer or three-way call and record it."""
         answer = await self.post(
             "dispatch",
             f"/tickets/{sent.ticket_id}/transfers",
             transfer_body(story, plan, at),
             role="operator",
+            idempotency_key=self.step_key(story, f"transfer-{n}"),
         )
         transfer = SentTransfer(story.department, plan.mode, plan.connected, answered_at(answer))
         return self.recorded("transfers", sent.transfers, transfer)
 
     async def create_work_order(
-        self, sent: SentTicket, plan: WorkOrderPlan, created: datetime | None
+        self, sent: SentTicket, story: Story, plan: WorkOrderPlan, created: datetime | None
     ) -> SentWorkOrder:
-        """POST a work order and record it with the `due_at` dispatch gave it."""
+        """POST the story's work order and record it with the `due_at` dispatch gave it."""
         answer = await self.post(
             "dispatch",
             f"/tickets/{sent.ticket_id}/work-orders",
             work_order_body(plan, created),
             role="operator",
+            idempotency_key=self.step_key(story, "work-order"),
         )
         work_order = SentWorkOrder(
             work_order_id=answer["work_order_id"],
@@ -253,28 +261,30 @@ class Player:
         return self.recorded("work_orders", sent.work_orders, work_order)
 
     async def reply(
-        self, work_order: SentWorkOrder, plan: ReplyPlan, at: datetime | None
+        self, work_order: SentWorkOrder, story: Story, plan: ReplyPlan, at: datetime | None
     ) -> SentReply:
-        """POST the department's reply and record it."""
+        """POST the department's reply to the story's work order and record it."""
         answer = await self.post(
             "dispatch",
             f"/work-orders/{work_order.work_order_id}/replies",
             reply_body(plan, at),
             role="department",
             department=work_order.department,
+            idempotency_key=self.step_key(story, "reply"),
         )
         reply = SentReply(plan.quality, answered_at(answer))
         return self.recorded("replies", work_order.replies, reply)
 
     async def call_back(
-        self, sent: SentTicket, plan: CallbackPlan, at: datetime | None
+        self, sent: SentTicket, story: Story, n: int, plan: CallbackPlan, at: datetime | None
     ) -> SentCallback:
-        """POST a callback and record it."""
+        """POST the story's `n`-th callback and record it."""
         answer = await self.post(
             "followup",
             f"/tickets/{sent.ticket_id}/callbacks",
             callback_body(plan, at),
             role="callback",
+            idempotency_key=self.step_key(story, f"callback-{n}"),
         )
         callback = SentCallback(plan.reached, plan.satisfaction, answered_at(answer))
         return self.recorded("callbacks", sent.callbacks, callback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -27,12 +28,15 @@ from services.dispatch.models import (
 )
 from services.dispatch.views import StatusFilter
 from shared.app import ReadDep
-from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.http import Allow
 from shared.auth.store import Principal
 from shared.clock import utc_now
-from shared.errors import MALFORMED_JSON, not_yet_known_response
+from shared.errors import not_yet_known_response
+from shared.idempotency import IdempotencyKey, idempotent_responses
+from shared.inputs import Label, PathId
+from shared.pagination import Cursor
 
-router = APIRouter(tags=["dispatch"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["dispatch"])
 
 Operator = Annotated[Principal, Depends(Allow("operator"))]
 Department = Annotated[Principal, Depends(Allow("department"))]
@@ -48,42 +52,56 @@ NO_WORK_ORDER: dict[int | str, dict[str, Any]] = {404: {"description": "No such 
     "/tickets/{ticket_id}/transfers",
     status_code=status.HTTP_201_CREATED,
     response_model=TransferPublic,
-    responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
+    responses=idempotent_responses(NOT_YET_KNOWN),
 )
 async def attempt_transfer(
-    caller: Operator, ticket_id: str, body: TransferCreate, deps: Deps
+    caller: Operator,
+    ticket_id: PathId,
+    body: TransferCreate,
+    response: Response,
+    deps: Deps,
+    idempotency: IdempotencyKey,
 ) -> TransferPublic:
     """Record a transfer (`mode=transfer`, 转接) or a three-way call (`three_way`, 第三方通话)
     and whether it connected; publishes `hotline.transfer.attempted.v1`.
 
-    `at` defaults to now; it may not be before the ticket's submission (422)."""
-    transfer = await commands.attempt_transfer(
+    `at` defaults to now; it may not be before the ticket's submission (422). The same
+    `Idempotency-Key` and body again give the first answer (`Idempotent-Replayed: true`)."""
+    answer = await commands.attempt_transfer(
         deps.database.unit_of_work,
         ticket_id,
         body,
         now=utc_now(),
         policy=deps.policy,
         actor=caller.actor,
+        answer=_transfer,
+        idempotency=idempotency.of(caller.key_id, body),
     )
-    return _transfer(transfer)
+    transfer = answer.sent_as(TransferPublic, response)
+    # A transfer has no URL of its own: it is listed with its ticket.
+    response.headers["Location"] = f"/tickets/{quote(ticket_id, safe='')}"
+    return transfer
 
 
 @router.post(
     "/tickets/{ticket_id}/work-orders",
     status_code=status.HTTP_201_CREATED,
     response_model=WorkOrderPublic,
-    responses={
-        **NOT_YET_KNOWN,
-        **MALFORMED_JSON,
-        409: {
-            "description": "The ticket is not known yet (code `not_yet_known`, with "
-            "`Retry-After`), or it already has an unanswered work order for this department "
+    responses=idempotent_responses(
+        not_yet_known_response(
+            "dispatch",
+            also="it already has an unanswered work order for this department "
             "(code `open_work_order_exists`)",
-        },
-    },
+        )
+    ),
 )
 async def create_work_order(
-    caller: Operator, ticket_id: str, body: WorkOrderCreate, response: Response, deps: Deps
+    caller: Operator,
+    ticket_id: PathId,
+    body: WorkOrderCreate,
+    response: Response,
+    deps: Deps,
+    idempotency: IdempotencyKey,
 ) -> WorkOrderPublic:
     """Dispatch a work order (工单) to a department; publishes `hotline.workorder.created.v1`.
 
@@ -93,37 +111,61 @@ async def create_work_order(
     counted on weekends only. Rules: several work orders per ticket are fine, but only one
     unanswered per department (a second is a 409 until the first is replied to); a reopened
     ticket (重办) gets a new work order the same way. `at` may not be before the ticket's
-    submission (422)."""
+    submission (422). The same `Idempotency-Key` and body again give the first answer
+    (`Idempotent-Replayed: true`), `status` and `overdue` as they were then."""
     now = utc_now()
-    work_order = await commands.create_work_order(
-        deps.database.unit_of_work, ticket_id, body, now=now, policy=deps.policy, actor=caller.actor
+    answer = await commands.create_work_order(
+        deps.database.unit_of_work,
+        ticket_id,
+        body,
+        now=now,
+        policy=deps.policy,
+        actor=caller.actor,
+        answer=lambda work_order: _work_order(work_order, now),
+        idempotency=idempotency.of(caller.key_id, body),
     )
+    work_order = answer.sent_as(WorkOrderPublic, response)
     response.headers["Location"] = f"/work-orders/{work_order.work_order_id}"
-    return _work_order(work_order, now)
+    return work_order
 
 
 @router.post(
     "/work-orders/{work_order_id}/replies",
     status_code=status.HTTP_201_CREATED,
     response_model=ReplyPublic,
-    responses={**NO_WORK_ORDER, **MALFORMED_JSON},
+    responses=idempotent_responses(NO_WORK_ORDER),
 )
 async def reply_to_work_order(
-    caller: Department, work_order_id: str, body: ReplyCreate, deps: Deps
+    caller: Department,
+    work_order_id: PathId,
+    body: ReplyCreate,
+    response: Response,
+    deps: Deps,
+    idempotency: IdempotencyKey,
 ) -> ReplyPublic:
     """Record a department's reply (部门回复); publishes `hotline.workorder.replied.v1`.
 
     The first reply is what the rates use and never changes (`first: true`); later replies
     are kept with `first: false`. `at` may not be before the work order's `created_at` nor
-    before its first reply (422)."""
-    reply = await commands.reply_to_work_order(
-        deps.database.unit_of_work, work_order_id, body, now=utc_now(), actor=caller.actor
+    before its first reply (422). The same `Idempotency-Key` and body again give the first
+    answer (`Idempotent-Replayed: true`) and add no reply."""
+    answer = await commands.reply_to_work_order(
+        deps.database.unit_of_work,
+        work_order_id,
+        body,
+        now=utc_now(),
+        actor=caller.actor,
+        answer=_reply,
+        idempotency=idempotency.of(caller.key_id, body),
     )
-    return _reply(reply)
+    reply = answer.sent_as(ReplyPublic, response)
+    # A reply has no URL of its own: it is listed with its work order.
+    response.headers["Location"] = f"/work-orders/{quote(work_order_id, safe='')}"
+    return reply
 
 
 @router.get("/work-orders/{work_order_id}", response_model=WorkOrderDetail, responses=NO_WORK_ORDER)
-async def read_work_order(caller: Reader, work_order_id: str, db: ReadDep) -> WorkOrderDetail:
+async def read_work_order(caller: Reader, work_order_id: PathId, db: ReadDep) -> WorkOrderDetail:
     """One work order with all its replies, oldest first."""
     work_order, replies = await views.get_work_order(
         db, work_order_id, only_department=caller.department
@@ -143,10 +185,10 @@ async def list_work_orders(
             "past `due_at`; `replied`: has a first reply"
         ),
     ] = None,
-    city: str | None = None,
-    department: str | None = None,
+    city: Label | None = None,
+    department: Label | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> WorkOrderPage:
     """Work orders, earliest `due_at` first (the most overdue lead); follow `next_cursor`."""
     now = utc_now()
@@ -165,7 +207,7 @@ async def list_work_orders(
 
 @router.get("/tickets/{ticket_id}", response_model=DispatchTicketPublic, responses=NOT_YET_KNOWN)
 async def read_ticket(
-    caller: TicketReader, ticket_id: str, db: ReadDep, deps: Deps
+    caller: TicketReader, ticket_id: PathId, db: ReadDep, deps: Deps
 ) -> DispatchTicketPublic:
     """Dispatch's view of a ticket: transfers, work orders and whether it is reopened (重办).
 

@@ -12,13 +12,19 @@ Work-order rules:
   not be dated before its work order, nor before the first reply (the first stays first);
 - a transfer or work order may not be dated before the ticket's submission (less the
   allowed clock skew).
+
+A request may carry an Idempotency-Key (`shared.idempotency`): its key is claimed first
+thing in the unit of work and its answer (shaped by the route's `answer` function) stored
+with the change, so the same request again gets the first answer and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -42,6 +48,7 @@ from shared.events import (
     WorkOrderOverdue,
     WorkOrderReplied,
 )
+from shared.idempotency import Answer, IdempotentRequest, claim, commit_answer
 from shared.workdays import due_at
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,14 @@ async def attempt_transfer(
     now: datetime,
     policy: DispatchPolicy,
     actor: Actor,
-) -> Transfer:
-    """Record a transfer or three-way call attempt and announce it."""
+    answer: Callable[[Transfer], BaseModel],
+    idempotency: IdempotentRequest | None = None,
+) -> Answer:
+    """Record a transfer or three-way call attempt and announce it; answer with
+    `answer(transfer)`, or with the first answer to the same idempotent request."""
     async with new_uow() as uow:
+        if (earlier := await claim(uow, idempotency)) is not None:
+            return earlier
         ticket = await known_ticket(uow, ticket_id, policy)
         at = command.at or now
         not_before_submission(at, ticket.submitted_at)
@@ -88,12 +100,12 @@ async def attempt_transfer(
                 at=at,
             )
         )
-        await uow.commit()
+        answered = await commit_answer(uow, idempotency, answer(transfer))
         log.info(
             "transfer attempted",
             extra={"ticket_id": ticket_id, "mode": command.mode, "connected": command.connected},
         )
-        return transfer
+        return answered
 
 
 async def create_work_order(
@@ -104,9 +116,15 @@ async def create_work_order(
     now: datetime,
     policy: DispatchPolicy,
     actor: Actor,
-) -> WorkOrder:
-    """Dispatch a work order to a department with its working-day deadline, and announce it."""
+    answer: Callable[[WorkOrder], BaseModel],
+    idempotency: IdempotentRequest | None = None,
+) -> Answer:
+    """Dispatch a work order to a department with its working-day deadline, and announce it;
+    answer with `answer(work_order)`, or with the first answer to the same idempotent
+    request."""
     async with new_uow() as uow:
+        if (earlier := await claim(uow, idempotency)) is not None:
+            return earlier
         ticket = await known_ticket(uow, ticket_id, policy)
         created_at = command.at or now
         not_before_submission(created_at, ticket.submitted_at)
@@ -138,7 +156,7 @@ async def create_work_order(
             )
         )
         try:
-            await uow.commit()
+            answered = await commit_answer(uow, idempotency, answer(work_order))
         except IntegrityError:
             # Another request for the same ticket and department won the race.
             await uow.rollback()
@@ -158,7 +176,7 @@ async def create_work_order(
                 "work order deadline counts weekends only: no holiday schedule for a year it spans",
                 extra={**context, "holiday_file_years": list(policy.calendar.file_years)},
             )
-        return work_order
+        return answered
 
 
 async def reply_to_work_order(
@@ -168,12 +186,17 @@ async def reply_to_work_order(
     *,
     now: datetime,
     actor: Actor,
-) -> Reply:
+    answer: Callable[[Reply], BaseModel],
+    idempotency: IdempotentRequest | None = None,
+) -> Answer:
     """Record a department's reply and announce it; the first reply is marked and kept.
+    Answer with `answer(reply)`, or with the first answer to the same idempotent request.
 
     A department key replies to its own department's work orders only: another's is
     NotFound, as if it did not exist."""
     async with new_uow() as uow:
+        if (earlier := await claim(uow, idempotency)) is not None:
+            return earlier
         work_order = (
             await uow.session.exec(
                 select(WorkOrder).where(WorkOrder.work_order_id == work_order_id).with_for_update()
@@ -216,7 +239,7 @@ async def reply_to_work_order(
                 first=first,
             )
         )
-        await uow.commit()
+        answered = await commit_answer(uow, idempotency, answer(reply))
         log.info(
             "work order replied",
             extra={
@@ -226,7 +249,7 @@ async def reply_to_work_order(
                 "first": first,
             },
         )
-        return reply
+        return answered
 
 
 async def sweep_overdue(

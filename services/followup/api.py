@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from services.followup import commands, views
 from services.followup.deps import Deps
@@ -18,12 +19,15 @@ from services.followup.models import (
 )
 from services.followup.views import Eligibility
 from shared.app import ReadDep
-from shared.auth.http import AUTH_RESPONSES, Allow
+from shared.auth.http import Allow
 from shared.auth.store import Principal
 from shared.clock import utc_now
-from shared.errors import MALFORMED_JSON, not_yet_known_response
+from shared.errors import not_yet_known_response
+from shared.idempotency import IdempotencyKey, idempotent_responses
+from shared.inputs import Label, PathId
+from shared.pagination import Cursor
 
-router = APIRouter(tags=["followup"], responses=AUTH_RESPONSES)
+router = APIRouter(tags=["followup"])
 
 CallbackDesk = Annotated[Principal, Depends(Allow("callback"))]
 Reader = Annotated[Principal, Depends(Allow("callback", "auditor"))]
@@ -35,34 +39,46 @@ NOT_YET_KNOWN = not_yet_known_response("followup")
     "/tickets/{ticket_id}/callbacks",
     status_code=status.HTTP_201_CREATED,
     response_model=CallbackPublic,
-    responses={**NOT_YET_KNOWN, **MALFORMED_JSON},
+    responses=idempotent_responses(NOT_YET_KNOWN),
 )
 async def log_callback(
-    caller: CallbackDesk, ticket_id: str, body: CallbackCreate, deps: Deps
+    caller: CallbackDesk,
+    ticket_id: PathId,
+    body: CallbackCreate,
+    response: Response,
+    deps: Deps,
+    idempotency: IdempotencyKey,
 ) -> CallbackPublic:
     """Record a callback (回访); publishes `hotline.callback.logged.v1`.
 
     `satisfaction` must be null when `reached` is false, and may be null when reached (the
     citizen declined to answer). An `unsatisfied` answer reopens the ticket in dispatch
-    (重办). `at` defaults to now; it may not be before the ticket's submission (422)."""
-    callback = await commands.log_callback(
+    (重办). `at` defaults to now; it may not be before the ticket's submission (422). The
+    same `Idempotency-Key` and body again give the first answer (`Idempotent-Replayed:
+    true`) and log no second callback."""
+    answer = await commands.log_callback(
         deps.database.unit_of_work,
         ticket_id,
         body,
         now=utc_now(),
         retry_after_seconds=deps.settings.retry_after_seconds,
         actor=caller.actor,
+        answer=_callback,
+        idempotency=idempotency.of(caller.key_id, body),
     )
-    return _callback(callback)
+    callback = answer.sent_as(CallbackPublic, response)
+    # A callback has no URL of its own: it is listed with its ticket.
+    response.headers["Location"] = f"/tickets/{quote(ticket_id, safe='')}"
+    return callback
 
 
 @router.get("/callbacks/due", response_model=DueCallbackPage)
 async def list_due_callbacks(
     caller: Reader,
     db: ReadDep,
-    city: str | None = None,
+    city: Label | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> DueCallbackPage:
     """Tickets waiting for a callback, longest waiting first; follow `next_cursor`.
 
@@ -75,7 +91,7 @@ async def list_due_callbacks(
 
 @router.get("/tickets/{ticket_id}", response_model=FollowupTicketPublic, responses=NOT_YET_KNOWN)
 async def read_ticket(
-    caller: Reader, ticket_id: str, db: ReadDep, deps: Deps
+    caller: Reader, ticket_id: PathId, db: ReadDep, deps: Deps
 ) -> FollowupTicketPublic:
     """Followup's view of a ticket: its callbacks, oldest first, and whether one is due."""
     view = await views.get_ticket_view(db, ticket_id, deps.settings.retry_after_seconds)

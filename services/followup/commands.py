@@ -1,16 +1,21 @@
 """What a request changes in followup: a callback (回访) logged and announced, in one
-transaction the command opens and commits."""
+transaction the command opens and commits. A request's Idempotency-Key is claimed and its
+answer stored in that transaction too (`shared.idempotency`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+
+from pydantic import BaseModel
 
 from services.followup.models import Callback, CallbackCreate
 from services.followup.views import known_ticket
 from shared.clock import not_before_submission
 from shared.db import UnitOfWorkFactory, new_id
 from shared.events import Actor, CallbackLogged
+from shared.idempotency import Answer, IdempotentRequest, claim, commit_answer
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +28,14 @@ async def log_callback(
     now: datetime,
     retry_after_seconds: int,
     actor: Actor,
-) -> Callback:
-    """Record a callback and announce it (`hotline.callback.logged.v1`)."""
+    answer: Callable[[Callback], BaseModel],
+    idempotency: IdempotentRequest | None = None,
+) -> Answer:
+    """Record a callback and announce it (`hotline.callback.logged.v1`); answer with
+    `answer(callback)`, or with the first answer to the same idempotent request."""
     async with new_uow() as uow:
+        if (earlier := await claim(uow, idempotency)) is not None:
+            return earlier
         ticket = await known_ticket(uow, ticket_id, retry_after_seconds)
         at = command.at or now
         not_before_submission(at, ticket.submitted_at)
@@ -48,7 +58,7 @@ async def log_callback(
                 at=at,
             )
         )
-        await uow.commit()
+        answered = await commit_answer(uow, idempotency, answer(callback))
         log.info(
             "callback logged",
             extra={
@@ -57,4 +67,4 @@ async def log_callback(
                 "satisfaction": command.satisfaction,
             },
         )
-        return callback
+        return answered

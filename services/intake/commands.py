@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 
@@ -16,16 +14,10 @@ from services.intake.privacy import PhoneHasher, mask_phone
 from shared.cities import MAX_NAME_LENGTH, Cities
 from shared.clock import utc_now
 from shared.db import UnitOfWork, UnitOfWorkFactory, new_id
-from shared.errors import Conflict
 from shared.events import Actor, CallOutcome, TicketSubmitted
+from shared.idempotency import IdempotencyKeyReused, body_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-class IdempotencyKeyReused(Conflict):
-    """The Idempotency-Key was used before with a different body."""
-
-    code = "idempotency_key_reused"
 
 
 @dataclass(frozen=True)
@@ -34,12 +26,6 @@ class Submitted:
 
     ticket: Ticket
     replayed: bool
-
-
-def fingerprint(command: TicketCreate) -> str:
-    """The body as given (defaults not filled in), hashed: equal bodies, equal fingerprints."""
-    canonical = json.dumps(command.model_dump(mode="json", exclude_unset=True), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def known_city(cities: Cities, name: str) -> str:
@@ -87,7 +73,8 @@ async def _submit(
     actor: Actor,
     idempotency_key: str | None,
 ) -> Submitted:
-    body_print = fingerprint(command) if idempotency_key else None
+    # The body alone: the route is always `POST /tickets` (and stored fingerprints stay valid).
+    body_print = body_fingerprint(command) if idempotency_key else None
     if idempotency_key:
         earlier = await _by_idempotency_key(uow, actor.key_id, idempotency_key)
         if earlier is not None:

@@ -17,10 +17,12 @@ import httpx
 from rich.console import Console
 
 from hotline.embedded import free_port
-from hotline.simulator.client import ServiceClients
+from hotline.simulator.client import CONNECT_ATTEMPTS, ServiceClients, connect_backoff
 from hotline.simulator.config import RunConfig
 from hotline.simulator.live import simulate_live
+from hotline.simulator.model import generate_story
 from hotline.simulator.params import SimulatorParams, Timing
+from hotline.simulator.players import Player
 from hotline.simulator.run import run, simulate
 from hotline.simulator.truth import (
     Selection,
@@ -49,11 +51,14 @@ class FakeServices:
     """Intake, dispatch, followup and metrics in memory, strict about what they are sent.
 
     Dispatch and followup answer 409 `not_yet_known` the first time they hear of a ticket,
-    as the real ones do while its event is on its way. Metrics answers `lag_polls` empty
-    answers first, and can be told to miscount.
+    as the real ones do while its event is on its way, and give a POST's first answer again
+    for its Idempotency-Key. Metrics answers `lag_polls` empty answers first, and can be
+    told to miscount.
     """
 
-    def __init__(self, *, lag_polls=0, miscount=None, lose_first_intake_answer=False):
+    def __init__(
+        self, *, lag_polls=0, miscount=None, lose_first_intake_answer=False, lose_answer_of=None
+    ):
         self.tickets: dict[str, SentTicket] = {}
         self.by_key: dict[str, str] = {}
         self.bodies: dict[str, bytes] = {}
@@ -67,6 +72,11 @@ class FakeServices:
         self.order_errors: list[str] = []
         self.ids = itertools.count()
         self.submitted_at_given: list[bool] = []
+        self.post_keys: dict[str, list[str | None]] = {"dispatch": [], "followup": []}
+        self.answers: dict[str, dict] = {}
+        self.lose_answer_of = lose_answer_of
+        """A service whose first recorded POST loses its answer (the connection drops)."""
+        self.lost_keys: list[str] = []
 
     def clients(self):
         def client(name, handler):
@@ -76,8 +86,8 @@ class FakeServices:
 
         return ServiceClients(
             intake=client("intake", self.intake),
-            dispatch=client("dispatch", self.dispatch),
-            followup=client("followup", self.followup),
+            dispatch=client("dispatch", self.keyed("dispatch", self.dispatch)),
+            followup=client("followup", self.keyed("followup", self.followup)),
             metrics=client("metrics", self.metrics),
             keys=KEYS,
         )
@@ -112,6 +122,26 @@ class FakeServices:
         return httpx.Response(201, json={"ticket_id": self.by_key[key]})
 
     # --- dispatch and followup ------------------------------------------------------------
+
+    def keyed(self, service, handler):
+        """`handler` behind an Idempotency-Key check: a key's first 201 is given again."""
+
+        def handle(request):
+            if request.method != "POST":
+                return handler(request)
+            key = request.headers.get("Idempotency-Key")
+            self.post_keys[service].append(key)
+            if key in self.answers:
+                return httpx.Response(201, json=self.answers[key])
+            response = handler(request)
+            if key and response.status_code == 201:
+                self.answers[key] = response.json()
+                if self.lose_answer_of == service and not self.lost_keys:
+                    self.lost_keys.append(key)
+                    raise httpx.ReadError("connection dropped after the request was recorded")
+            return response
+
+        return handle
 
     def known(self, service, ticket_id):
         if ticket_id not in self.seen_by[service]:
@@ -285,6 +315,49 @@ async def test_a_lost_intake_answer_is_retried_without_making_a_second_ticket():
     assert fakes.intake_posts == 6
     assert len(fakes.tickets) == 5
     assert result.exit_code == 0
+
+
+def effects(tickets):
+    """Transfers, work orders, replies and callbacks of `tickets`."""
+    return sum(
+        len(t.transfers) + len(t.callbacks) + sum(1 + len(w.replies) for w in t.work_orders)
+        for t in tickets
+    )
+
+
+async def test_every_dispatch_and_followup_post_carries_a_key_of_its_own():
+    fakes = FakeServices()
+    result = await simulate(replace(QUICK, tickets=30), fakes.clients(), say=lambda line: None)
+    keys = fakes.post_keys["dispatch"] + fakes.post_keys["followup"]
+    assert result.exit_code == 0
+    assert None not in keys
+    assert len(set(keys)) == effects(fakes.tickets.values()) > 0  # one key per step
+    assert len(keys) > len(set(keys))  # and the retries after a 409 reuse it
+    assert all(key.startswith("simulator-unit-") for key in keys)
+
+
+def test_a_step_key_is_the_same_on_retry_and_new_for_another_step_or_run():
+    story = generate_story(SimulatorParams(), 11, 3)
+    player, rerun = (Player(FakeServices().clients(), QUICK, "unit") for _ in range(2))
+    assert player.step_key(story, "reply") == player.step_key(story, "reply")
+    steps = [None, "transfer-0", "transfer-1", "work-order", "reply", "callback-0"]
+    assert len({player.step_key(story, step) for step in steps}) == len(steps)
+    assert player.step_key(story, "reply") != rerun.step_key(story, "reply")
+
+
+async def test_a_lost_dispatch_answer_is_retried_with_its_key_and_recorded_once():
+    fakes = FakeServices(lose_answer_of="dispatch")
+    result = await simulate(replace(QUICK, tickets=10), fakes.clients(), say=lambda line: None)
+    assert result.exit_code == 0, result.failures
+    (lost,) = fakes.lost_keys
+    assert fakes.post_keys["dispatch"].count(lost) >= 2  # sent again after the lost answer
+    assert effects(result.sent) == effects(fakes.tickets.values()) > 0
+
+
+def test_a_refused_connection_is_retried_for_long_enough_to_outlast_a_restart():
+    waited = sum(connect_backoff(failed) for failed in range(1, CONNECT_ATTEMPTS))
+    assert 30 <= waited <= 90  # a service restarted, or the whole stack after its broker died
+    assert all(connect_backoff(n) <= connect_backoff(n + 1) for n in range(1, CONNECT_ATTEMPTS))
 
 
 async def test_an_unreachable_service_ends_the_run_with_exit_2_naming_it():

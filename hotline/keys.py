@@ -7,19 +7,18 @@ own; over HTTP, admins use `POST /keys` on any service.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
+from hotline.database import UNREACHABLE_ERRORS, unreachable
+from hotline.stack_env import stack_settings
 from shared.auth.keyfile import (
     KEYS_FILE_NAME,
     KeyEntry,
@@ -49,24 +48,8 @@ async def key_store(settings: Settings) -> AsyncIterator[KeyStore]:
         yield store
 
 
-def database_settings() -> Settings:
-    """The settings, with the embedded stack's database (`<data dir>/stack.env`) when
-    DATABASE_URL is not set and `hotline up` runs here."""
-    settings = Settings()
-    stack_env = settings.data_dir / "stack.env"
-    if "DATABASE_URL" in os.environ or not stack_env.exists():
-        return settings
-    for line in stack_env.read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name == "DATABASE_URL" and value:
-            return settings.model_copy(
-                update={"database_url": Settings(database_url=value).database_url}
-            )
-    return settings
-
-
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
-    settings = database_settings()
+    settings = stack_settings()
 
     async def run() -> T:
         async with key_store(settings) as store:
@@ -78,14 +61,8 @@ def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
     except (DomainError, KeysFileError) as exc:
         say.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from exc
-    except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        host = make_url(settings.database_url).render_as_string(hide_password=True)
-        say.print(
-            f"[red]error:[/red] cannot reach the database at {host} ({type(exc).__name__}): "
-            "is `hotline up` running here, or is DATABASE_URL set?",
-            highlight=False,
-        )
-        raise typer.Exit(2) from exc
+    except UNREACHABLE_ERRORS as exc:
+        raise unreachable(settings, exc) from exc
 
 
 @app.command()

@@ -31,10 +31,21 @@ outbox = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True)),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
-    # The relay's scan: pending rows in order, without reading the published ones.
-    sa.Index("outbox_unpublished", "seq", postgresql_where=sa.text("published_at IS NULL")),
+    sa.Column("set_aside_at", sa.DateTime(timezone=True)),
+    # The relay's scan: pending rows in order, without reading published or set-aside ones.
+    sa.Index(
+        "outbox_pending",
+        "seq",
+        postgresql_where=sa.text("published_at IS NULL AND set_aside_at IS NULL"),
+    ),
+    # The few rows set aside, by ticket: the relay's scan skips the later rows of their keys.
+    sa.Index(
+        "outbox_set_aside", "key", "seq", postgresql_where=sa.text("set_aside_at IS NOT NULL")
+    ),
 )
-"""Events written with the state change they announce; the relay publishes them."""
+"""Events written with the state change they announce; the relay publishes them. A row is
+pending (`published_at` and `set_aside_at` null), published, or set aside: it can never be
+published as it is (`last_error` says why), and the later rows of its key wait behind it."""
 
 processed_events = sa.Table(
     "processed_events",

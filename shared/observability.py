@@ -49,14 +49,38 @@ EVENTS_DEAD_LETTERED = Counter(
     "Records sent to a dead-letter topic because they can never be processed.",
     ["service", "topic"],
 )
+DEAD_LETTERS_CUT = Counter(
+    "hotline_dead_letters_cut_total",
+    "Dead letters written as less than the whole record, by kind: truncated (too large to "
+    "copy whole) or minimal (the copy was refused; only the reason and coordinates kept).",
+    ["service", "topic", "kind"],
+)
 OUTBOX_BACKLOG = Gauge(
     "hotline_outbox_backlog",
-    "Events written to the outbox and not yet published.",
+    "Events written to the outbox and waiting to be published (not those set aside or held "
+    "behind one), measured every second.",
     ["service"],
 )
 OUTBOX_OLDEST_SECONDS = Gauge(
     "hotline_outbox_oldest_unpublished_age_seconds",
-    "Age of the oldest unpublished outbox event (0 when the outbox is empty).",
+    "Age of the oldest outbox event waiting to be published (0 when none waits).",
+    ["service"],
+)
+# Not `hotline_outbox_set_aside`: that is the counter's family name (`..._total`).
+OUTBOX_SET_ASIDE = Gauge(
+    "hotline_outbox_set_aside_events",
+    "Outbox events set aside now because they can never be published as they are "
+    "(`hotline outbox list` shows them).",
+    ["service"],
+)
+OUTBOX_HELD = Gauge(
+    "hotline_outbox_held_events",
+    "Outbox events waiting behind an earlier event of their ticket that was set aside.",
+    ["service"],
+)
+OUTBOX_SET_ASIDE_TOTAL = Counter(
+    "hotline_outbox_set_aside_total",
+    "Outbox events the relay set aside because they can never be published as they are.",
     ["service"],
 )
 CONSUMER_LAG = Gauge(
@@ -74,6 +98,12 @@ PERMANENT_ERRORS = Counter(
     "Background steps that failed for a reason other than an unreachable database or broker "
     "(the loop is retried slowly and /readyz reports it).",
     ["service", "component"],
+)
+SUPERVISOR_RESTARTS = Gauge(
+    "hotline_supervisor_restarts",
+    "How many times the supervisor (`hotline up`) has restarted this service after it exited "
+    "on its own (set at start from HOTLINE_RESTARTS).",
+    ["service"],
 )
 
 _ACCESS_LOG = logging.getLogger("hotline.http")

@@ -26,7 +26,7 @@ from shared.db import Database, ReadTransaction, UnitOfWork, UnitOfWorkFactory
 from shared.kafka import KafkaClients, dlq_topic
 from shared.migrations import upgrade
 from shared.names import ServiceName
-from shared.outbox import KafkaPublisher, OutboxRelay, SqlOutboxStore
+from shared.outbox import KafkaPublisher, OutboxRelay, OutboxStatus, SqlOutboxStore
 from shared.projections import Projections
 from shared.settings import Settings
 
@@ -82,6 +82,20 @@ class BrokerConnection:
         self.on_connected()
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What `/readyz` says: each check ("ok" or what is wrong), and how the outbox stands
+    (for a service that publishes)."""
+
+    checks: dict[str, str]
+    outbox: OutboxStatus | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when every check is "ok"."""
+        return all(value == "ok" for value in self.checks.values())
+
+
 class Runtime:
     """The live objects of one service process, started and stopped in order."""
 
@@ -106,7 +120,7 @@ class Runtime:
         self.kafka = KafkaClients(
             settings,
             client_id=f"hotline-{spec.name}",
-            group_id=f"{settings.topic_prefix}hotline-{spec.name}",
+            group_id=settings.group_of(spec.name),
             consumes=consumed,
             topics=self._topics(consumed),
         )
@@ -115,14 +129,13 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         if spec.publishes:
             self.relay = OutboxRelay(
-                SqlOutboxStore(
-                    self.database.sessions, lock_name=f"hotline-relay-{self.database.schema}"
-                ),
+                SqlOutboxStore(self.database.engine, self.database.schema),
                 KafkaPublisher(self.kafka),
                 service=spec.name,
                 batch_size=settings.relay_batch_size,
                 idle_seconds=settings.relay_idle_seconds,
                 max_backoff_seconds=settings.relay_max_backoff_seconds,
+                keep_published_seconds=settings.keep_published_seconds,
             )
             self.database.on_commit = self.relay.wake
         self.consumer: ConsumerLoop | None = None
@@ -173,6 +186,9 @@ class Runtime:
         context = self.work_context()
         for make in self.spec.background:
             self.run_in_background(make(context))
+        if self.relay is not None:
+            # Measured from the start, broker or not: a relay that cannot publish shows.
+            self.run_in_background(self.relay.measuring(self.settings.relay_measure_seconds))
 
     def run_in_background(
         self, work: BackgroundWork, wakeup: asyncio.Event | None = None
@@ -200,15 +216,16 @@ class Runtime:
                 log.warning("consumer not drained at shutdown", extra={"service": self.spec.name})
             if self.relay is not None and not await self.relay.drain(drain):
                 log.warning("outbox not drained at shutdown", extra={"service": self.spec.name})
-        await self.kafka.stop()
+        await self.kafka.stop(timeout=drain)
         await self.database.dispose()
 
     def _topics(self, consumed: list[str]) -> list[str]:
         own = [self.topic] if self.topic else []
         return own + [dlq_topic(t) for t in own + consumed] + consumed
 
-    async def readiness(self) -> dict[str, str]:
-        """Whether the database and the broker answer now, and whether every loop is well."""
+    async def readiness(self) -> Readiness:
+        """Whether the database and the broker answer now, whether every loop is well, and
+        whether the relay gets the outbox out; how the outbox stands."""
         checks: dict[str, str] = {}
         try:
             await self.database.ping(timeout=2)
@@ -223,8 +240,33 @@ class Runtime:
                 checks["broker"] = "ok"
             except Exception as exc:
                 checks["broker"] = f"unreachable: {type(exc).__name__}"
+        outbox = await self._outbox_readiness(checks)
         problems = self.runner.problems()
         if problems and not self._stopping.is_set():
             # A relay, consumer or sweeper that fails would otherwise go unnoticed.
             checks["loops"] = "; ".join(f"{name}: {why}" for name, why in sorted(problems.items()))
-        return checks
+        return Readiness(checks, outbox)
+
+    async def _outbox_readiness(self, checks: dict[str, str]) -> OutboxStatus | None:
+        """Add the `outbox` check: "stuck" while an event the relay may publish has waited
+        longer than `relay_stuck_seconds`. Events set aside (or held behind one) are in the
+        status, not a failed check: the relay goes on without them."""
+        if self.relay is None:
+            return None
+        if checks["database"] != "ok":
+            checks["outbox"] = "unknown: the database is unreachable"
+            return None
+        try:
+            status = await asyncio.wait_for(self.relay.measure(), timeout=2)
+        except Exception as exc:
+            checks["outbox"] = f"unknown: {type(exc).__name__}"
+            return None
+        stuck = (
+            status.pending > 0 and status.oldest_pending_seconds > self.settings.relay_stuck_seconds
+        )
+        checks["outbox"] = (
+            f"stuck: {status.pending} events waiting, oldest {status.oldest_pending_seconds:.0f}s"
+            if stuck
+            else "ok"
+        )
+        return status

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     kafka_idempotent_producer: bool = False
     """Broker-side de-duplication of retried sends; Apache Kafka has it, tansu does not."""
     relay_max_backoff_seconds: float = 10.0
+    keep_published_seconds: float = Field(default=24 * 3600, ge=60)
+    """How long published outbox rows are kept: the embedded stack refills a new, empty
+    broker from them (README "What the embedded default keeps")."""
+    relay_stuck_seconds: float = Field(default=60.0, gt=0)
+    """`/readyz` answers 503 ("outbox": "stuck: ...") while an event the relay may publish
+    has waited longer than this; events set aside, or held behind one, are reported in its
+    body but do not make it fail."""
+    relay_measure_seconds: float = Field(default=1.0, gt=0)
+    """How often the outbox gauges (backlog, oldest age, set aside, held) are measured,
+    whether or not the relay manages to publish."""
     kafka_compression: Literal["gzip", "none"] = "gzip"
     topic_replication_factor: int = 1
 
@@ -150,6 +160,10 @@ class Settings(BaseSettings):
     def topic(self, owner: ServiceName) -> str:
         """The topic a service publishes its events to."""
         return f"{self.topic_prefix}{owner}.events"
+
+    def group_of(self, service: ServiceName) -> str:
+        """The consumer group of a service's replicas."""
+        return f"{self.topic_prefix}hotline-{service}"
 
     def schema_of(self, service: ServiceName) -> str:
         """The database schema a service owns."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from shared.consumer import DeadLetter, Delivery
 from shared.events import Event
-from shared.outbox import PendingEvent, PublishResult
+from shared.outbox import OutboxStatus, OutgoingRecord, PendingEvent, PublishResult
 from tests.support import record_of
 
 
@@ -113,16 +113,26 @@ def delivery_of(event: Event, *, event_id: str, offset: int = 0, topic: str = "t
 
 
 class FakeOutboxStore:
-    """An outbox in a list; `seq` order, published flags, failure notes."""
+    """An outbox in a list; `seq` order, published flags, failure notes, rows set aside."""
 
     def __init__(self, events: list[PendingEvent]) -> None:
         self.rows = {event.seq: event for event in events}
         self.published: list[int] = []
         self.failures: dict[int, str] = {}
+        self.set_aside: dict[int, str] = {}
+        self.attempts: dict[int, int] = dict.fromkeys(self.rows, 0)
+
+    def held(self, seq: int) -> bool:
+        key = self.rows[seq].key
+        return any(self.rows[s].key == key and s < seq for s in self.set_aside)
+
+    def waiting(self) -> list[int]:
+        """Pending rows: not published, not set aside."""
+        return [s for s in sorted(self.rows) if s not in self.published and s not in self.set_aside]
 
     @asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[Any]:
-        pending = [self.rows[s] for s in sorted(self.rows) if s not in self.published][:limit]
+        pending = [self.rows[s] for s in self.waiting() if not self.held(s)][:limit]
         store = self
 
         class Batch:
@@ -130,15 +140,30 @@ class FakeOutboxStore:
 
             async def mark_published(self, seqs: Sequence[int]) -> None:
                 store.published.extend(seqs)
+                for seq in seqs:
+                    store.attempts[seq] += 1
 
             async def record_failure(self, seqs: Sequence[int], error: str) -> None:
                 for seq in seqs:
                     store.failures[seq] = error
+                    store.attempts[seq] += 1
+
+            async def set_aside(self, errors: Mapping[int, str]) -> None:
+                for seq, error in errors.items():
+                    store.set_aside[seq] = error
+                    store.attempts[seq] += 1
 
         yield Batch()
 
-    async def backlog(self) -> tuple[int, float]:
-        return len(self.rows) - len(self.published), 0.0
+    async def status(self) -> OutboxStatus:
+        waiting = self.waiting()
+        held = [s for s in waiting if self.held(s)]
+        return OutboxStatus(
+            pending=len(waiting) - len(held),
+            oldest_pending_seconds=0.0,
+            set_aside=len(self.set_aside),
+            held=len(held),
+        )
 
     async def prune_published(self, older_than_seconds: float) -> int:
         return 0
@@ -146,19 +171,24 @@ class FakeOutboxStore:
 
 @dataclass
 class FakePublisher:
-    """A broker that acknowledges, or fails the next `failures_left` sends at `fail_from`."""
+    """A broker that acknowledges, or fails the next `failures_left` sends at `fail_from`
+    (broker down), and refuses the rows in `refuse` with the error given."""
 
     failures_left: int = 0
     fail_from: int = 0
-    topic_log: list[PendingEvent] = field(default_factory=list)
+    refuse: dict[int, BaseException] = field(default_factory=dict)
+    topic_log: list[OutgoingRecord] = field(default_factory=list)
 
-    async def publish(self, events: Sequence[PendingEvent]) -> PublishResult:
+    async def publish(self, records: Sequence[OutgoingRecord]) -> PublishResult:
         result = PublishResult()
-        for index, event in enumerate(events):
+        for index, record in enumerate(records):
+            if record.seq in self.refuse:
+                result.failed[record.seq] = self.refuse[record.seq]
+                break
             if self.failures_left and index >= self.fail_from:
                 self.failures_left -= 1
-                result.error = ConnectionError("broker down")
+                result.failed[record.seq] = ConnectionError("broker down")
                 break
-            self.topic_log.append(event)
-            result.sent.append(event.seq)
+            self.topic_log.append(record)
+            result.sent.append(record.seq)
         return result

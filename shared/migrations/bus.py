@@ -50,3 +50,33 @@ def create_bus_tables_v1(*, with_outbox: bool = True) -> None:
     op.create_index(
         "outbox_unpublished", "outbox", ["seq"], postgresql_where=sa.text("published_at IS NULL")
     )
+
+
+def add_outbox_set_aside_v2() -> None:
+    """Revision 2: outbox rows that can never be published are set aside (`set_aside_at`)
+    instead of stalling the relay; the pending-row index leaves them out, and an index of
+    the set-aside rows by key lets the relay skip the later rows of their tickets."""
+    op.add_column("outbox", sa.Column("set_aside_at", sa.DateTime(timezone=True)))
+    op.drop_index("outbox_unpublished", "outbox")
+    op.create_index(
+        "outbox_pending",
+        "outbox",
+        ["seq"],
+        postgresql_where=sa.text("published_at IS NULL AND set_aside_at IS NULL"),
+    )
+    op.create_index(
+        "outbox_set_aside",
+        "outbox",
+        ["key", "seq"],
+        postgresql_where=sa.text("set_aside_at IS NOT NULL"),
+    )
+
+
+def remove_outbox_set_aside_v2() -> None:
+    """Undo revision 2. Rows set aside become pending again (and stall an older relay)."""
+    op.drop_index("outbox_set_aside", "outbox")
+    op.drop_index("outbox_pending", "outbox")
+    op.create_index(
+        "outbox_unpublished", "outbox", ["seq"], postgresql_where=sa.text("published_at IS NULL")
+    )
+    op.drop_column("outbox", "set_aside_at")

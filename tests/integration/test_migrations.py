@@ -56,4 +56,7 @@ def test_every_service_declares_the_bus_tables_it_migrates(service):
         assert "outbox" not in tables
     else:
         assert tables["outbox"].c.keys() == outbox.c.keys()
-        assert {index.name for index in tables["outbox"].indexes} == {"outbox_unpublished"}
+        assert {index.name for index in tables["outbox"].indexes} == {
+            "outbox_pending",
+            "outbox_set_aside",
+        }

@@ -4,8 +4,9 @@ One batch is processed in one transaction: its effects and the ids of the events
 processed are committed together, and only then are the Kafka offsets committed. Delivery
 is at least once; the effect happens exactly once, because an event whose id is already
 recorded is skipped. A record that can never be processed goes to `<topic>.dlq` with the
-reason in a header; a passing failure (database or broker down) is retried, never dropped.
-The loop is background work (`shared.background`): one `step()` is one batch.
+reason in a header (a truncated copy if it is too large to copy whole), and the offsets wait
+until the broker has it; a passing failure (database or broker down) is retried, never
+dropped. The loop is background work (`shared.background`): one `step()` is one batch.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.bus_tables import processed_events
 from shared.db import Transaction, UnitOfWork
 from shared.envelope import Envelope, PoisonMessage, decode
 from shared.events import EVENT_TYPES
-from shared.kafka import KafkaClients, dlq_topic
+from shared.faults import crash_point
+from shared.kafka import DlqHeader, KafkaClients, dlq_topic
 from shared.observability import (
     CONSUMER_LAG,
+    DEAD_LETTERS_CUT,
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     TRANSIENT_ERRORS,
@@ -178,31 +182,265 @@ class KafkaSource:
         return lags
 
 
+class DeadLettersNotWritten(Exception):
+    """The broker refused even a minimal copy of some dead letters: the batch stays
+    uncommitted (the loop reports the failure and tries again slowly)."""
+
+
+@dataclass(frozen=True)
+class DeadLetterCopy:
+    """The record written to the dead-letter topic for one letter, and how much of the
+    original it holds: whole, truncated (too large to copy whole) or minimal (no value)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    kind: Literal["whole", "truncated", "minimal"]
+
+
+_TRUNCATED_SHARE = 8
+"""A truncated copy is at most this fraction of the producer's limit: well under it."""
+_KEY_BYTES = 1024
+"""Bytes of the original key a cut copy keeps (a ticket id has 36)."""
+_ID_BYTES = 256
+_REASON_BYTES = 1000
+_ERROR_BYTES = 500
+_NAMES_BYTES = 1000
+_SET_BY_SINK = frozenset(
+    {
+        DlqHeader.REASON,
+        DlqHeader.TOPIC,
+        DlqHeader.PARTITION,
+        DlqHeader.OFFSET,
+        DlqHeader.SERVICE,
+        DlqHeader.TRUNCATED,
+        DlqHeader.ORIGINAL_BYTES,
+        DlqHeader.ORIGINAL_KEY_BYTES,
+        DlqHeader.HEADERS_DROPPED,
+        DlqHeader.SEND_ERROR,
+    }
+)
+"""An original header of one of these names is stale (the record was dead-lettered and
+replayed before) and is left out, so a dead letter's own headers are never ambiguous."""
+
+
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
+    """What the producer counts against its maximum request size for one record."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+    return size
+
+
+def dead_letter_copy(letter: DeadLetter, service: str, max_request_bytes: int) -> DeadLetterCopy:
+    """The whole record plus the reason and its coordinates in headers; a truncated copy
+    well under the producer's limit when the whole one would not fit."""
+    delivery = letter.delivery
+    original = [(n, v) for n, v in delivery.headers if n not in _SET_BY_SINK]
+    own = _letter_headers(letter, service)
+    # A record needs a key or a value; a tombstone without a key is copied with an empty one.
+    value = b"" if delivery.value is None and delivery.key is None else delivery.value
+    headers = [*original, *own]
+    if record_size(delivery.key, value, headers) <= max_request_bytes:
+        return DeadLetterCopy(dlq_topic(delivery.topic), delivery.key, value, headers, "whole")
+    return _truncated_copy(letter, original, own, max_request_bytes // _TRUNCATED_SHARE)
+
+
+def minimal_copy(letter: DeadLetter, service: str, error: BaseException) -> DeadLetterCopy:
+    """The reason, the coordinates, the event's id and type and why the copy was refused,
+    without the value: what is left to write when the broker refused the copy."""
+    delivery = letter.delivery
+    ids = [
+        (name, raw)
+        for name, raw in delivery.headers
+        if name in ("ce_id", "ce_type") and raw is not None and len(raw) <= _ID_BYTES
+    ]
+    key, key_notes = _cut_key(delivery.key)
+    headers = [
+        *ids,
+        *_letter_headers(letter, service),
+        (DlqHeader.TRUNCATED, b"true"),
+        (DlqHeader.ORIGINAL_BYTES, str(len(delivery.value or b"")).encode()),
+        *key_notes,
+        (DlqHeader.SEND_ERROR, _cut(repr(error), _ERROR_BYTES)),
+    ]
+    return DeadLetterCopy(dlq_topic(delivery.topic), key, b"", headers, "minimal")
+
+
+def _letter_headers(letter: DeadLetter, service: str) -> list[tuple[str, bytes]]:
+    delivery = letter.delivery
+    return [
+        (DlqHeader.REASON, _cut(letter.reason, _REASON_BYTES)),
+        (DlqHeader.TOPIC, delivery.topic.encode()),
+        (DlqHeader.PARTITION, str(delivery.partition).encode()),
+        (DlqHeader.OFFSET, str(delivery.offset).encode()),
+        (DlqHeader.SERVICE, service.encode()),
+    ]
+
+
+def _truncated_copy(
+    letter: DeadLetter,
+    original: list[tuple[str, bytes]],
+    own: list[tuple[str, bytes]],
+    budget: int,
+) -> DeadLetterCopy:
+    """Key cut to 1 KiB, original headers kept while they fit a quarter of the budget, and
+    the value cut to what is left."""
+    delivery = letter.delivery
+    key, key_notes = _cut_key(delivery.key)
+    kept, dropped = _headers_within(original, budget // 4)
+    notes = [
+        (DlqHeader.TRUNCATED, b"true"),
+        (DlqHeader.ORIGINAL_BYTES, str(len(delivery.value or b"")).encode()),
+        *key_notes,
+    ]
+    if dropped:
+        notes.append((DlqHeader.HEADERS_DROPPED, _cut(",".join(dropped), _NAMES_BYTES)))
+    headers = [*kept, *own, *notes]
+    room = max(0, budget - record_size(key, b"", headers) - 8)  # 8: the value's length varint
+    value = (delivery.value or b"")[:room]
+    return DeadLetterCopy(dlq_topic(delivery.topic), key, value, headers, "truncated")
+
+
+def _cut_key(key: bytes | None) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    if key is None or len(key) <= _KEY_BYTES:
+        return key, []
+    return key[:_KEY_BYTES], [(DlqHeader.ORIGINAL_KEY_BYTES, str(len(key)).encode())]
+
+
+def _headers_within(
+    headers: list[tuple[str, bytes]], budget: int
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The headers that fit `budget` bytes, in order (a large one is skipped, smaller ones
+    after it still kept), and the names of those left out."""
+    kept: list[tuple[str, bytes]] = []
+    dropped: list[str] = []
+    used = 0
+    for name, raw in headers:
+        size = len(name.encode(errors="replace")) + len(raw or b"") + 8  # varints and lengths
+        if used + size <= budget:
+            kept.append((name, raw))
+            used += size
+        else:
+            dropped.append(name)
+    return kept, dropped
+
+
+def _cut(text: str, limit: int) -> bytes:
+    """`text` as UTF-8, at most `limit` bytes, never ending inside a character."""
+    return text.encode(errors="backslashreplace")[:limit].decode(errors="ignore").encode()
+
+
+def _passing(exc: BaseException) -> bool:
+    """A send failure that passes by itself: the broker away, a leader moving."""
+    return is_transient(exc) or (isinstance(exc, KafkaError) and bool(exc.retriable))
+
+
 class KafkaDeadLetterSink:
-    """Copies the record to `<topic>.dlq`: same key, value and headers, plus the reason."""
+    """Copies records to `<topic>.dlq` with the reason and the original coordinates in
+    headers, and waits until the broker has acknowledged every copy.
+
+    Each letter is sent on its own: no letter is lost with another. A record too large to
+    copy whole goes as a truncated copy; a copy refused for good (by the producer or the
+    broker) is sent again as a minimal copy without the value, so every letter leaves a
+    record. When the broker is away, `send` raises `Transient` once every send has settled,
+    and the loop sends the letters again (a letter may then be there twice: `hotline dlq
+    list` shows each original once).
+    """
 
     def __init__(self, clients: KafkaClients) -> None:
         self._clients = clients
 
     async def send(self, letters: Sequence[DeadLetter], service: str) -> None:
-        producer = self._clients.producer
-        futures = []
-        for letter in letters:
-            delivery = letter.delivery
-            headers = [
-                *delivery.headers,
-                ("dlq_reason", letter.reason.encode()[:1000]),
-                ("dlq_topic", delivery.topic.encode()),
-                ("dlq_partition", str(delivery.partition).encode()),
-                ("dlq_offset", str(delivery.offset).encode()),
-                ("dlq_service", service.encode()),
-            ]
-            futures.append(
-                await producer.send(
-                    dlq_topic(delivery.topic), delivery.value, key=delivery.key, headers=headers
+        """Write every letter; raises Transient (retry) or DeadLettersNotWritten."""
+        limit = self._clients.max_request_bytes
+        first = [(letter, dead_letter_copy(letter, service, limit)) for letter in letters]
+        for letter, copy in first:
+            if copy.kind == "truncated":
+                log.warning(
+                    "dead letter too large to copy whole; writing a truncated copy",
+                    extra={
+                        **_context(letter, service),
+                        "original_bytes": len(letter.delivery.value or b""),
+                        "kept_bytes": len(copy.value or b""),
+                    },
                 )
-            )
-        await asyncio.gather(*futures)
+        second: list[tuple[DeadLetter, DeadLetterCopy]] = []
+        passing: list[Exception] = []
+        for (letter, copy), error in zip(first, await self._send_each(first), strict=True):
+            if error is None:
+                _count_cut(copy, service, letter)
+            elif _passing(error):
+                passing.append(error)
+            else:
+                log.warning(
+                    "dead letter refused; writing a minimal copy instead",
+                    extra=_context(letter, service, error),
+                )
+                second.append((letter, minimal_copy(letter, service, error)))
+        lost: list[Exception] = []
+        for (letter, copy), error in zip(second, await self._send_each(second), strict=True):
+            if error is None:
+                _count_cut(copy, service, letter)
+            elif _passing(error):
+                passing.append(error)
+            else:
+                log.error(
+                    "dead letter refused even without its value",
+                    extra=_context(letter, service, error),
+                )
+                lost.append(error)
+        if lost:
+            raise DeadLettersNotWritten(
+                f"{len(lost)} dead letter(s) refused even as a minimal copy: {lost[0]!r}"
+            ) from lost[0]
+        if passing:
+            raise Transient(f"{len(passing)} dead letter(s) not acknowledged") from passing[0]
+
+    async def _send_each(
+        self, copies: Sequence[tuple[DeadLetter, DeadLetterCopy]]
+    ) -> list[Exception | None]:
+        """Send every copy, then wait for each: a failure of one stops no other."""
+        producer = self._clients.producer
+        pending: list[Any] = []
+        for _, copy in copies:
+            try:
+                pending.append(
+                    await producer.send(copy.topic, copy.value, key=copy.key, headers=copy.headers)
+                )
+            except Exception as exc:  # refused before it left: too large, buffer full
+                pending.append(exc)
+        results: list[Exception | None] = []
+        for item in pending:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            try:
+                await item
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+
+def _count_cut(copy: DeadLetterCopy, service: str, letter: DeadLetter) -> None:
+    if copy.kind != "whole":
+        DEAD_LETTERS_CUT.labels(service, letter.delivery.topic, copy.kind).inc()
+
+
+def _context(letter: DeadLetter, service: str, error: Exception | None = None) -> dict[str, object]:
+    delivery = letter.delivery
+    context: dict[str, object] = {
+        "service": service,
+        "topic": delivery.topic,
+        "partition": delivery.partition,
+        "offset": delivery.offset,
+    }
+    if error is not None:
+        context["error"] = repr(error)[:_ERROR_BYTES]
+    return context
 
 
 class ConsumerLoop:
@@ -274,6 +512,7 @@ class ConsumerLoop:
                 claimed = await self._processed.claim(uow, wanted)
             for delivery, envelope in decoded:
                 await self._apply_one(uow, delivery, envelope, claimed, outcome, isolate=isolate)
+                crash_point(self._service, "consumer-mid-batch")
             await uow.commit()
         return outcome
 
@@ -333,13 +572,18 @@ class ConsumerLoop:
     async def handle(self, deliveries: Sequence[Delivery], stopping: asyncio.Event) -> bool:
         """Apply, dead-letter and commit one batch, retrying passing failures.
 
+        Offsets are committed only once the broker has acknowledged every dead letter; while
+        it has not, only the dead-letter step is retried (the effects are stored already).
         Returns False if stopped before the batch was done (its offsets stay uncommitted, so
-        it is delivered again).
+        it is delivered again). A sink failing for good (`DeadLettersNotWritten`) is raised:
+        the batch stays unfinished and the runner reports it and tries again slowly.
         """
         backoff = Backoff(maximum=self._max_backoff)
+        outcome: BatchOutcome | None = None
         while True:
             try:
-                outcome = await self.apply(deliveries)
+                if outcome is None:
+                    outcome = await self.apply(deliveries)
                 if outcome.dead_letters:
                     await self._dead_letters.send(outcome.dead_letters, self._service)
                 break
@@ -355,6 +599,7 @@ class ConsumerLoop:
                     return False
                 await backoff.wait(stopping)
         self._count(outcome)
+        crash_point(self._service, "consumer-applied")
         try:
             await self.source.commit(deliveries)
         except KafkaError as exc:
@@ -399,19 +644,27 @@ class ConsumerLoop:
         it first waits for an assignment (an idle replica in a group with more members than
         partitions therefore waits out the whole bound).
         """
-        never = asyncio.Event()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                found, _ = await self._next_batch(never)
-                if found:
-                    continue
-                lags = await self.source.lag()
-                if lags and sum(lags.values()) == 0:
-                    return True
-            except Exception as exc:
-                log.warning("consumer drain retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(0.2)
+        # The bound covers a batch retried while the database is away and a broker that
+        # does not answer, not only the loop: a process asked to stop must stop.
+        expired = asyncio.Event()
+        timer = asyncio.get_running_loop().call_later(timeout, expired.set)
+        try:
+            async with asyncio.timeout(timeout + 1.0):
+                while not expired.is_set():
+                    try:
+                        found, _ = await self._next_batch(expired)
+                        if found:
+                            continue
+                        lags = await self.source.lag()
+                        if lags and sum(lags.values()) == 0:
+                            return True
+                    except Exception as exc:
+                        log.warning("consumer drain retrying", extra={"error": repr(exc)})
+                        await asyncio.sleep(0.2)
+        except TimeoutError:
+            pass
+        finally:
+            timer.cancel()
         return False
 
     async def _report_lag(self) -> None:

@@ -16,9 +16,39 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+PRODUCER_MAX_REQUEST_BYTES = 1024 * 1024
+"""The largest record (key, value, headers and batch overhead) a producer sends; it refuses
+larger ones. aiokafka's default, named because the dead-letter sink cuts copies to fit it."""
+
+DLQ_SUFFIX = ".dlq"
+DLQ_HEADER_PREFIX = "dlq_"
+"""Headers a dead letter carries beside the original record's; a replay strips them."""
+
+
+class DlqHeader:
+    """Names of the headers a dead letter carries beside the original record's headers."""
+
+    REASON = "dlq_reason"
+    TOPIC = "dlq_topic"
+    PARTITION = "dlq_partition"
+    OFFSET = "dlq_offset"
+    SERVICE = "dlq_service"
+    TRUNCATED = "dlq_truncated"
+    """`true` when the copy is not the whole record (value cut, key cut or headers dropped)."""
+    ORIGINAL_BYTES = "dlq_original_bytes"
+    """The size of the original record's value."""
+    ORIGINAL_KEY_BYTES = "dlq_original_key_bytes"
+    HEADERS_DROPPED = "dlq_headers_dropped"
+    """Names of original headers left out of a truncated copy."""
+    SEND_ERROR = "dlq_send_error"
+    """Why the whole (or truncated) copy was refused, on the minimal copy sent instead."""
+    REPLAYED_FROM = "dlq_replayed_from"
+    """On a replayed record: the dead letter it came from (`topic/partition/offset`)."""
+
+
 def dlq_topic(topic: str) -> str:
     """Where records of `topic` that can never be processed go."""
-    return f"{topic}.dlq"
+    return f"{topic}{DLQ_SUFFIX}"
 
 
 def all_topics(settings: Settings) -> list[str]:
@@ -44,6 +74,7 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         request_timeout_ms=settings.relay_request_timeout_ms,
         enable_idempotence=settings.kafka_idempotent_producer,
         retry_backoff_ms=200,
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
 
 
@@ -128,6 +159,11 @@ class KafkaClients:
         return self._producer
 
     @property
+    def max_request_bytes(self) -> int:
+        """The largest record the producer sends (it refuses larger ones at once)."""
+        return PRODUCER_MAX_REQUEST_BYTES
+
+    @property
     def consumer(self) -> AIOKafkaConsumer:
         """The started consumer (only for a service that consumes)."""
         if self._consumer is None:
@@ -155,12 +191,24 @@ class KafkaClients:
             raise
         self.connected.set()
 
-    async def stop(self) -> None:
-        """Close the clients (also ones that never connected)."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Close the clients (also ones that never connected), each within `timeout` seconds.
+
+        With the broker gone, aiokafka's `stop()` retries to reach it without end (leaving
+        the group, flushing the producer): a process asked to exit would then never do so.
+        Whatever it still held is not lost: offsets are committed only after their effects,
+        and outbox rows are marked published only after the broker acknowledged them.
+        """
         for client in (self._consumer, self._producer):
             if client is None:
                 continue
             try:
-                await client.stop()
+                async with asyncio.timeout(timeout):
+                    await client.stop()
+            except TimeoutError:
+                log.warning(
+                    "Kafka client did not close in time (broker away?); abandoning it",
+                    extra={"client_id": self._client_id, "timeout_seconds": timeout},
+                )
             except Exception as exc:  # closing a client that never connected
                 log.debug("client stop failed", extra={"error": repr(exc)})

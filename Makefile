@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format lock venv clean tools
+.PHONY: run test chaos lint format lock venv clean tools
 
 venv: $(STAMP)
 
@@ -22,6 +22,13 @@ run: $(STAMP)
 
 test: lint tools
 	$(BIN)/pytest
+
+# About 5 minutes of seeded fault injection against `hotline up` under load (kills of every
+# service, of the broker, a frozen broker, a PostgreSQL restart, a database cut, replicas
+# joining and leaving), then an exact audit. Result: chaos-result.json. SEED=n to vary it.
+SEED ?= 12345
+chaos: $(STAMP)
+	$(BIN)/python -m hotline.chaos --seed $(SEED) --json chaos-result.json
 
 # Prometheus and promtool for the alert-rule and dashboard tests (Debian package).
 tools:

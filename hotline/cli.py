@@ -12,10 +12,13 @@ from typing import Annotated
 import typer
 
 from hotline.audit import app as audit_app
+from hotline.dlq import app as dlq_app
 from hotline.keys import app as keys_app
+from hotline.outbox import app as outbox_app
 from hotline.service_processes import MigrationFailed
 from hotline.service_processes import migrate as migrate_services
 from hotline.simulator.command import simulate
+from hotline.status import status
 from shared.kafka import ensure_topics
 from shared.names import SERVICE_NAMES, ServiceName
 from shared.observability import configure_logging
@@ -29,6 +32,8 @@ app = typer.Typer(
 
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(outbox_app, name="outbox")
 
 DataDir = Annotated[
     Path | None,
@@ -103,6 +108,7 @@ def topics() -> None:
 
 
 app.command()(simulate)
+app.command()(status)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,20 @@ migrates every service's schema, starts the four services as child processes and
 On Ctrl-C or SIGTERM it stops the services one by one in the order events flow (each
 drains its consumer and outbox), then the broker, then the database.
 
-The embedded broker keeps every record in memory and ignores retention, so when its
-resident size passes `HOTLINE_EMBEDDED_BROKER_MEMORY_MB` the stack recycles it: services
-drained and stopped, broker restarted empty, topics recreated, services started again.
-Nothing accepted is lost: consumers have applied everything, unpublished events wait in
-the outboxes. `kill -USR1 <pid of hotline up>` (the pid is in `<data dir>/stack.pid`)
-recycles it on demand.
+It supervises what it started (`hotline.supervisor`): a service that exits on its own is
+started again after a growing delay, said on the console and in the service's log; the
+rest of the stack runs on. An embedded broker or database that dies is started again too.
+`<data dir>/status.json` says what runs, its restarts and its last exit (`hotline status`).
+
+The embedded broker keeps records in memory only. Every time the stack starts one (at
+start, after it died, after a recycle) it first refills the outboxes with what the old one
+may still have owed a consumer (`hotline.refill`); the consumers skip what they applied.
+
+The embedded broker ignores retention, so when its resident size passes
+`HOTLINE_EMBEDDED_BROKER_MEMORY_MB` the stack recycles it: services drained and stopped,
+broker restarted empty and refilled, topics recreated, services started again.
+`kill -USR1 <pid of hotline up>` (the pid is in `<data dir>/stack.pid`) recycles it on
+demand.
 """
 
 from __future__ import annotations
@@ -43,8 +51,11 @@ from hotline.embedded import (
     start_postgres,
     terminate,
 )
+from hotline.refill import advance_checkpoint, checkpoint_path, refill
 from hotline.service_processes import MigrationFailed, migrate, service_command
 from hotline.simulator.params import SimulatorParams
+from hotline.stack_env import STACK_ENV_FILE
+from hotline.supervisor import ProcessRecord, RestartPolicy, StackStatus
 from shared.auth.keyfile import (
     KEYS_FILE_NAME,
     KeyEntry,
@@ -57,6 +68,7 @@ from shared.auth.keyfile import (
 from shared.auth.store import standalone_key_store
 from shared.kafka import ensure_topics
 from shared.names import SERVICE_NAMES, ServiceName
+from shared.serve import RESTARTS_ENV
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +79,10 @@ one README's curl walk-through replies as."""
 
 # The order events flow in: a service stops only after those upstream of it have drained.
 STOP_ORDER: tuple[ServiceName, ...] = SERVICE_NAMES
+
+CHECKPOINT_EVERY_SECONDS = 10.0
+"""How often the running stack notes how far every consumer has read (see hotline.refill)."""
+CHECKPOINT_TIMEOUT_SECONDS = 5.0
 
 
 class StackError(RuntimeError):
@@ -130,6 +146,10 @@ class Stack:
     simulator: ServiceProcess | None = None
     keys: list[KeyEntry] = field(default_factory=list)
     """The stack's API keys (its keys file), printed at start."""
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    records: dict[str, ProcessRecord] = field(default_factory=dict)
+    """Every supervised process by name: the services, the broker, the database."""
+    last_checkpoint: float = 0.0
 
     # -- start --------------------------------------------------------------------------
 
@@ -146,10 +166,8 @@ class Stack:
             self.database_url = self.settings.database_url
             echo("database: using DATABASE_URL")
         else:
-            self.postgres = start_postgres(
-                self.data_dir, _preferred_port(self.settings.embedded_postgres_port)
-            )
-            self.database_url = self.postgres.url
+            self._start_postgres()
+            assert self.postgres is not None
             echo(f"database: embedded PostgreSQL in {self.postgres.data_path}")
         self._write_stack_env()
         self._prepare_bus()
@@ -159,10 +177,13 @@ class Stack:
             raise StackError(str(exc)) from exc
         echo("migrations: every schema is at its newest revision")
         self.keys = self._ensure_keys()
+        if self.broker is not None:
+            self._refill(echo)
         self._start_services()
         if self.broker is not None:
             self.broker_fresh_mb = rss_mb(self.broker.process.pid)
         self._start_simulator()
+        self.save_status()
 
     def _ensure_keys(self) -> list[KeyEntry]:
         """The stack's keys file, made on the first start (a key per role and a desk key per
@@ -193,11 +214,43 @@ class Stack:
                     f"HOTLINE_{name.upper()}_PORT"
                 )
 
-    def _start_broker(self) -> None:
+    def _start_broker(self, port: int | None = None) -> None:
         self.broker = start_broker(
-            self.data_dir, _preferred_port(self.settings.embedded_broker_port)
+            self.data_dir, port or _preferred_port(self.settings.embedded_broker_port)
         )
         self.bootstrap_servers = self.broker.bootstrap_servers
+        self._record("broker").started(self.broker.process.pid)
+
+    def _start_postgres(self, port: int | None = None) -> None:
+        self.postgres = start_postgres(
+            self.data_dir, port or _preferred_port(self.settings.embedded_postgres_port)
+        )
+        self.database_url = self.postgres.url
+        self._record("postgres").started(self.postgres.process.pid)
+
+    def _record(self, name: str) -> ProcessRecord:
+        return self.records.setdefault(name, ProcessRecord(name))
+
+    def _refill(self, echo: Callable[[str], None]) -> None:
+        """Put back into the outboxes what a lost broker may have owed a consumer."""
+        counts = asyncio.run(refill(self._bus_settings(), checkpoint_path(self.data_dir)))
+        if any(counts.values()):
+            listed = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+            echo(f"broker: re-sending events a consumer may not have read yet ({listed})")
+
+    def take_checkpoint(self) -> None:
+        """Note how far every consumer has read, so a lost broker costs little to refill."""
+        self.last_checkpoint = time.monotonic()
+        try:
+            # Bounded: a frozen broker must not hold up the supervision of the rest.
+            asyncio.run(
+                asyncio.wait_for(
+                    advance_checkpoint(self._bus_settings(), checkpoint_path(self.data_dir)),
+                    CHECKPOINT_TIMEOUT_SECONDS,
+                )
+            )
+        except Exception as exc:  # the broker or the database is away: try again later
+            log.warning("could not take a broker checkpoint: %r", exc)
 
     def _bus_settings(self) -> Settings:
         return self.settings.model_copy(
@@ -212,13 +265,14 @@ class Stack:
 
     def _write_stack_env(self) -> None:
         """Let other tools (and a second terminal) find the servers."""
-        env_file = self.data_dir / "stack.env"
+        env_file = self.data_dir / STACK_ENV_FILE
         env_file.write_text(
             f"KAFKA_BOOTSTRAP_SERVERS={self.bootstrap_servers}\nDATABASE_URL={self.database_url}\n"
         )
 
-    def _service_env(self) -> dict[str, str]:
+    def _service_env(self, restarts: int = 0) -> dict[str, str]:
         env = dict(os.environ)
+        env[RESTARTS_ENV] = str(restarts)
         env.update(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
@@ -231,19 +285,23 @@ class Stack:
         return env
 
     def _start_services(self) -> None:
-        env = self._service_env()
         for name in SERVICE_NAMES:
-            log_file, _ = open_log(self.data_dir / "logs" / f"{name}.log", name)
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                service_command(name),
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
-                preexec_fn=pdeathsig_preexec(signal.SIGTERM),
-            )
-            self.services[name] = ServiceProcess(name, process, log_file)
+            self._start_service(name)
         self._wait_healthy()
+
+    def _start_service(self, name: ServiceName) -> None:
+        record = self._record(name)
+        log_file, _ = open_log(self.data_dir / "logs" / f"{name}.log", name)
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            service_command(name),
+            env=self._service_env(record.restarts),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop them in order
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+        )
+        self.services[name] = ServiceProcess(name, process, log_file)
+        record.started(process.pid)
 
     def _start_simulator(self) -> None:
         """A gentle live stream of simulated tickets, so /rates and the dashboards move."""
@@ -291,9 +349,64 @@ class Stack:
 
     # -- watch --------------------------------------------------------------------------
 
-    def crashed(self) -> list[str]:
-        """Services whose process exited on its own."""
-        return [n for n, s in self.services.items() if s.process.poll() is not None]
+    def supervise(self, echo: Callable[[str], None]) -> None:
+        """Start again what exited on its own: the database, the broker, any service."""
+        if self.postgres is not None and self.postgres.process.poll() is not None:
+            code = self.postgres.process.returncode
+            echo(f"the database exited with code {code}; starting it again")
+            self._record("postgres").exited(code, self.policy)
+            self._record("postgres").restarts += 1
+            self._start_postgres(self.postgres.port)
+        if self.broker is not None and self.broker.process.poll() is not None:
+            self.recover_broker(echo)
+        for name in SERVICE_NAMES:
+            record = self._record(name)
+            service = self.services.get(name)
+            if service is not None and service.process.poll() is not None:
+                code = service.process.returncode
+                delay = record.exited(code, self.policy)
+                message = (
+                    f"{name} exited with code {code}; starting it again in {delay:.0f}s "
+                    f"(restart {record.restarts + 1})"
+                )
+                service.log_file.write(f"----- hotline: {message} -----\n".encode())
+                service.log_file.close()
+                del self.services[name]
+                echo(f"{message}; see {self.data_dir / 'logs' / f'{name}.log'}")
+            elif service is None and record.due():
+                record.restarts += 1
+                self._start_service(name)
+        if self.broker is not None and (
+            time.monotonic() - self.last_checkpoint >= CHECKPOINT_EVERY_SECONDS
+        ):
+            self.take_checkpoint()
+        self.save_status()
+
+    def save_status(self) -> None:
+        """Write `<data dir>/status.json` for `hotline status`."""
+        urls: dict[str, str] = {name: self.url_of(name) for name in SERVICE_NAMES}
+        StackStatus.now(urls, list(self.records.values())).save(self.data_dir)
+
+    def recover_broker(self, echo: Callable[[str], None]) -> None:
+        """The embedded broker died, and every record with it: stop the services, start a
+        new broker on the same port, refill it from the outboxes, start the services."""
+        assert self.broker is not None
+        code = self.broker.process.returncode
+        echo(f"the broker exited with code {code}; starting a new one and refilling it")
+        record = self._record("broker")
+        record.exited(code, self.policy)
+        self._stop_simulator()
+        # Nothing can drain into a dead broker: a short grace, then they are killed (their
+        # state is safe at any instant; that is what the outboxes and event ids are for).
+        self.stop_services(grace=5.0)
+        restarts = record.restarts + 1
+        self._start_broker(self.broker.port)
+        record.restarts = restarts
+        self._prepare_bus()
+        self._refill(echo)
+        self._start_services()
+        self._start_simulator()
+        echo("broker: running again; the services were restarted and read from the refill")
 
     def broker_over_budget(self) -> bool:
         """True when the embedded broker holds more memory than allowed, and more than twice
@@ -312,11 +425,11 @@ class Stack:
         before = rss_mb(self.broker.process.pid)
         self._stop_simulator()
         self.stop_services()
+        self.take_checkpoint()
         self.broker.stop()
-        port = self.broker.port
-        self.broker = start_broker(self.data_dir, port)
-        self.bootstrap_servers = self.broker.bootstrap_servers
+        self._start_broker(self.broker.port)
         self._prepare_bus()
+        self._refill(echo)
         self._start_services()
         self.broker_fresh_mb = rss_mb(self.broker.process.pid)
         self._start_simulator()
@@ -327,21 +440,27 @@ class Stack:
 
     # -- stop ---------------------------------------------------------------------------
 
-    def stop_services(self) -> None:
-        """SIGTERM each service in event-flow order; each drains before the next stops."""
-        grace = self.settings.shutdown_drain_seconds * 2 + 10
+    def stop_services(self, grace: float | None = None) -> None:
+        """SIGTERM each service in event-flow order; each drains before the next stops
+        (SIGKILL after `grace` seconds)."""
+        if grace is None:
+            grace = self.settings.shutdown_drain_seconds * 2 + 10
         for name in STOP_ORDER:
             service = self.services.pop(name, None)
             if service is None:
                 continue
             terminate(service.process, signal.SIGTERM, grace, name)
             service.log_file.close()
+            record = self._record(name)
+            record.state, record.pid = "stopped", None
 
     def stop(self) -> None:
         """Stop everything we started: the simulator, the services, the broker, the database."""
         self._stop_simulator()
         self.stop_services()
         if self.broker is not None:
+            if self.broker.process.poll() is None and self.database_url:
+                self.take_checkpoint()
             self.broker.stop()
             self.broker = None
         if self.postgres is not None:
@@ -407,11 +526,7 @@ def run_stack(
             if stack.simulator is not None and stack.simulator.process.poll() is not None:
                 echo(f"the simulator stopped; see {data_dir / 'logs' / 'simulator.log'}")
                 stack.simulator = None
-            crashed = stack.crashed()
-            if crashed:
-                echo(f"{', '.join(crashed)} stopped unexpectedly; see {data_dir / 'logs'}")
-                status = 1
-                break
+            stack.supervise(echo)
             if stack.broker is not None and (recycle_requested or stack.broker_over_budget()):
                 recycle_requested = False
                 stack.recycle_broker(echo)

@@ -31,8 +31,11 @@ from shared.events import Event
 from shared.outbox import append_to_outbox
 
 
-def make_engine(database_url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine whose connections see only `schema` (then `public`).
+def make_engine(
+    database_url: str, schema: str, pool_size: int = 10, application_name: str = "hotline"
+) -> AsyncEngine:
+    """An asyncpg engine whose connections see only `schema` (then `public`), named
+    `application_name` in `pg_stat_activity` (so an operator sees which service holds what).
 
     Statement parameters never appear in its errors or logs: they carry citizens' requests.
     """
@@ -42,7 +45,10 @@ def make_engine(database_url: str, schema: str, pool_size: int = 10) -> AsyncEng
         max_overflow=pool_size,
         pool_pre_ping=True,
         hide_parameters=True,
-        connect_args={"server_settings": {"search_path": schema}, "timeout": 10},
+        connect_args={
+            "server_settings": {"search_path": schema, "application_name": application_name},
+            "timeout": 10,
+        },
     )
 
 
@@ -196,7 +202,9 @@ class Database:
         unit_of_work: type[UnitOfWork] = UnitOfWork,
     ) -> None:
         self.schema = schema
-        self.engine = make_engine(database_url, schema, pool_size)
+        self.engine = make_engine(
+            database_url, schema, pool_size, application_name=source.strip("/").replace("/", "-")
+        )
         self._sessions = make_sessions(self.engine)
         self._source = source
         self._topic = topic

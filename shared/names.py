@@ -7,11 +7,24 @@ name; the arithmetic behind it stays with whoever computes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final, Literal, get_args
 
 ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
 SERVICE_NAMES: Final[tuple[ServiceName, ...]] = get_args(ServiceName)
 """In the order events flow: intake first, metrics last."""
+
+CONSUMES: Final[Mapping[ServiceName, tuple[ServiceName, ...]]] = {
+    "intake": (),
+    "dispatch": ("intake", "followup"),
+    "followup": ("intake", "dispatch"),
+    "metrics": ("intake", "dispatch", "followup"),
+}
+"""Whose events each service consumes. The services' specs and the embedded stack (which
+refills a fresh broker and must know who still has to read what) read this one table."""
+
+PUBLISHERS: Final[tuple[ServiceName, ...]] = ("intake", "dispatch", "followup")
+"""Services with an outbox and a topic of their own."""
 
 RateName = Literal[
     "connection_rate",

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
 
-from shared.observability import configure_logging
+from shared.observability import SUPERVISOR_RESTARTS, configure_logging
 from shared.runtime import Runtime
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RESTARTS_ENV = "HOTLINE_RESTARTS"
+"""Set by a supervisor (`hotline up`): how many times it has restarted this service."""
 
 
 def serve(create_app: Callable[[Settings], FastAPI], argv: list[str] | None = None) -> None:
@@ -36,6 +40,9 @@ def serve(create_app: Callable[[Settings], FastAPI], argv: list[str] | None = No
         runtime.migrate()
         log.info("migrated", extra={"service": service, "schema": runtime.database.schema})
         return
+    restarts = os.environ.get(RESTARTS_ENV, "")
+    if restarts.isdigit():
+        SUPERVISOR_RESTARTS.labels(service).set(int(restarts))
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -4,6 +4,7 @@ makes (`/healthz`, `/rates`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,20 @@ from shared.names import SERVICE_NAMES, Role, ServiceName
 from shared.settings import Settings
 
 MIN_RETRY_SECONDS: Final = 0.05
+CONNECT_ATTEMPTS: Final = 15
+"""Tries of a request that did not get through (refused, or its answer lost) before its
+service counts as down; with `connect_backoff` between them, about 50 s: long enough for a
+supervisor to restart a service, or the whole stack after its broker died."""
+CONNECT_BACKOFF_SECONDS: Final = (0.4, 4.0)
+"""The first pause after a failed try, and the longest: it doubles up to that."""
+
+
+def connect_backoff(failed: int) -> float:
+    """Seconds to wait after the `failed`-th try in a row that did not get through."""
+    first, longest = CONNECT_BACKOFF_SECONDS
+    return float(min(first * 2 ** (failed - 1), longest))
+
+
 PLAYED_ROLES: Final[tuple[Role, ...]] = ("evaluator", "operator", "callback", "auditor")
 """The roles a run plays besides the departments' desks (the auditor reads `/rates`)."""
 
@@ -151,10 +166,16 @@ async def check_reachable(clients: ServiceClients, services: tuple[ServiceName, 
 async def read_rates(clients: ServiceClients, params: dict[str, str]) -> dict[str, Any]:
     """`GET /rates` with `params`: the `rates` object."""
     client = clients.metrics
-    try:
-        response = await client.get("/rates", params=params, headers=clients.auth("auditor"))
-    except httpx.TransportError as exc:
-        raise unreachable("metrics", client, exc) from exc
+    failed = 0
+    while True:
+        try:
+            response = await client.get("/rates", params=params, headers=clients.auth("auditor"))
+            break
+        except httpx.TransportError as exc:  # a read is safe to repeat
+            failed += 1
+            if failed >= CONNECT_ATTEMPTS:
+                raise unreachable("metrics", client, exc) from exc
+            await asyncio.sleep(connect_backoff(failed))
     if not response.is_success:
         raise RequestRefused(
             f"metrics: GET /rates answered {response.status_code}: {response.text}"

@@ -34,8 +34,8 @@ from hotline.simulator.pacing import launch_at_rate
 from hotline.simulator.players import Player, whole_seconds
 from hotline.simulator.report import as_json, render_table
 from hotline.simulator.results import RunResult
-from hotline.simulator.truth import Selection, combined, expected_rates
-from hotline.simulator.window import choose_window
+from hotline.simulator.truth import Expected, Selection, SentTicket, combined, expected_rates
+from hotline.simulator.window import Window, choose_window
 from shared.auth.keyfile import KeyRing
 from shared.clock import utc_now
 from shared.names import SERVICE_NAMES
@@ -87,20 +87,7 @@ async def simulate(config: RunConfig, clients: ServiceClients, *, say: Say = pri
     except* ServiceUnreachable as group:
         raise group.exceptions[0] from None
     say(f"sent {player.tally()}; waiting for /rates (up to {config.settle_timeout:g} s)")
-    selection = Selection(since=window.since, until=window.until)
-    began = last_said[0] = time.monotonic()
-    while True:
-        expected = expected_rates(player.sent, now=utc_now(), selection=selection)
-        if baseline is not None:
-            expected = combined(expected, baseline)
-        comparison = compare(expected, await read_rates(clients, window.query()))
-        waited = time.monotonic() - began
-        if comparison.match or waited >= config.settle_timeout:
-            break
-        if time.monotonic() - last_said[0] >= 5:
-            last_said[0] = time.monotonic()
-            say(f"  /rates after {waited:.0f} s: {settle_progress(comparison)}")
-        await asyncio.sleep(config.poll_interval)
+    comparison, waited = await settle(clients, player.sent, window, baseline, config, say=say)
     return RunResult(
         run_id=run_id,
         seed=config.seed,
@@ -111,6 +98,33 @@ async def simulate(config: RunConfig, clients: ServiceClients, *, say: Say = pri
         failures=player.failures,
         settle_seconds=waited,
     )
+
+
+async def settle(
+    clients: ServiceClients,
+    sent: list[SentTicket],
+    window: Window,
+    baseline: dict[str, Expected] | None,
+    config: RunConfig,
+    *,
+    say: Say = print,
+) -> tuple[Comparison, float]:
+    """Poll `/rates` for the run's window until it equals what was sent (or the settle
+    timeout passes): the last comparison and the seconds it took."""
+    selection = Selection(since=window.since, until=window.until)
+    began = last_said = time.monotonic()
+    while True:
+        expected = expected_rates(sent, now=utc_now(), selection=selection)
+        if baseline is not None:
+            expected = combined(expected, baseline)
+        comparison = compare(expected, await read_rates(clients, window.query()))
+        waited = time.monotonic() - began
+        if comparison.match or waited >= config.settle_timeout:
+            return comparison, waited
+        if time.monotonic() - last_said >= 5:
+            last_said = time.monotonic()
+            say(f"  /rates after {waited:.0f} s: {settle_progress(comparison)}")
+        await asyncio.sleep(config.poll_interval)
 
 
 def settle_progress(comparison: Comparison) -> str:

@@ -13,6 +13,7 @@ from services.dispatch.domain import DispatchPolicy
 from services.dispatch.projections import projections
 from services.dispatch.sweeper import overdue_sweeper
 from shared.app import create_service_app
+from shared.names import CONSUMES, PUBLISHERS
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 from shared.workdays import WorkCalendar
@@ -24,8 +25,8 @@ SPEC = ServiceSpec(
     title="12345 hotline: dispatch",
     migrations=Path(__file__).parent / "migrations",
     routers=[router],
-    publishes=True,
-    consumes=("intake", "followup"),
+    publishes="dispatch" in PUBLISHERS,
+    consumes=CONSUMES["dispatch"],
     projections=projections,
     background=(overdue_sweeper,),
 )

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.followup.api import router
 from services.followup.projections import projections
 from shared.app import ServiceDeps, create_service_app
+from shared.names import CONSUMES, PUBLISHERS
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 
@@ -17,8 +18,8 @@ SPEC = ServiceSpec(
     title="12345 hotline: followup",
     migrations=Path(__file__).parent / "migrations",
     routers=[router],
-    publishes=True,
-    consumes=("intake", "dispatch"),
+    publishes="followup" in PUBLISHERS,
+    consumes=CONSUMES["followup"],
     projections=projections,
 )
 

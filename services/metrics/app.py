@@ -13,6 +13,7 @@ from services.metrics.projections import projections
 from services.metrics.prometheus import install_series, rate_series_refresher
 from services.metrics.unit_of_work import MetricsUnitOfWork
 from shared.app import create_service_app
+from shared.names import CONSUMES, PUBLISHERS
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 from shared.workdays import WorkCalendar
@@ -27,8 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="12345 hotline: metrics",
         migrations=Path(__file__).parent / "migrations",
         routers=[router],
-        publishes=False,
-        consumes=("intake", "dispatch", "followup"),
+        publishes="metrics" in PUBLISHERS,
+        consumes=CONSUMES["metrics"],
         projections=projections,
         background=(rate_series_refresher, working_days_keeper(calendar)),
         unit_of_work=MetricsUnitOfWork,

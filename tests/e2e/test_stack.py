@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hotline.embedded import free_port
+from hotline.chaos import isolated_stack_env
 from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from tests.e2e.test_intake import ticket
 from tests.support import eventually, read_topic, scratch_dir
@@ -56,23 +55,24 @@ class StackProcess:
     def __init__(self, *, simulator: bool = False, **extra_env: str) -> None:
         self.simulator = simulator
         self.data_dir = scratch_dir("up-")
-        self.ports = {name: free_port() for name in SERVICES}
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
-        }
-        env.update({f"HOTLINE_{name.upper()}_PORT": str(port) for name, port in self.ports.items()})
-        env.update(
-            HOTLINE_DATA_DIR=str(self.data_dir),
-            HOTLINE_EMBEDDED_BROKER_PORT=str(free_port()),
-            HOTLINE_EMBEDDED_POSTGRES_PORT=str(free_port()),
-            HOTLINE_SHUTDOWN_DRAIN_SECONDS="5",
-            **extra_env,
-        )
+        ports, env = isolated_stack_env(self.data_dir)
+        self.ports: dict[str, int] = dict(ports)
+        env.update(extra_env)
         self.env = env
         self.output: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def reusing(cls, earlier: StackProcess) -> StackProcess:
+        """Another `hotline up` on the same data folder, ports and settings."""
+        again = cls.__new__(cls)
+        again.simulator = earlier.simulator
+        again.data_dir = earlier.data_dir
+        again.ports = earlier.ports
+        again.env = earlier.env
+        again.output = []
+        again.process = None
+        return again
 
     async def start(self, timeout: float = 90) -> None:
         self.process = await asyncio.create_subprocess_exec(

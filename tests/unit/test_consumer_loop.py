@@ -142,6 +142,21 @@ async def test_a_batch_stopped_during_an_outage_is_left_uncommitted_for_redelive
     assert "applied" not in harness.store
 
 
+async def test_drain_gives_up_in_time_while_the_database_stays_away():
+    """A service asked to stop with its database gone (the whole stack killed) must exit:
+    the batch it could not apply stays uncommitted for the next start."""
+
+    async def always_down(uow, event):
+        raise ConnectionRefusedError()
+
+    record = delivery_of(transfer("a"), event_id="e1")
+    harness = Harness([[record]], handler=always_down)
+    async with asyncio.timeout(5):  # before the fix it retried the batch without end
+        assert await harness.loop.drain(0.3) is False
+    assert harness.source.committed == []
+    assert "applied" not in harness.store
+
+
 async def test_types_without_a_handler_are_skipped_and_committed():
     callback = CallbackLogged(ticket_id="a", callback_id="c", reached=True, at=AT)
     record = delivery_of(callback, event_id="e9")

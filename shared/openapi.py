@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import quote
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from shared.auth.http import AUTH_RESPONSES
 from shared.errors import MALFORMED_JSON, RETRY_AFTER_HEADER, Responses
@@ -112,3 +113,9 @@ def _declare_errors(operation: dict[str, Any]) -> None:
             answer["content"] = dict(_PROBLEM_CONTENT)
         elif status == "201":
             answer["headers"] = {"Location": LOCATION_HEADER, **answer.get("headers", {})}
+
+
+def set_location(response: Response, *segments: str) -> None:
+    """`Location: /<segment>/...` of what a 201 created (or where it is listed), each
+    segment percent-encoded: ids come from clients and events."""
+    response.headers["Location"] = "/" + "/".join(quote(segment, safe="") for segment in segments)

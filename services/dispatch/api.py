@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -34,6 +33,7 @@ from shared.clock import utc_now
 from shared.errors import not_yet_known_response
 from shared.idempotency import IdempotencyKey, idempotent_responses
 from shared.inputs import Label, PathId
+from shared.openapi import set_location
 from shared.pagination import Cursor
 
 router = APIRouter(tags=["dispatch"])
@@ -79,7 +79,7 @@ async def attempt_transfer(
     )
     transfer = answer.sent_as(TransferPublic, response)
     # A transfer has no URL of its own: it is listed with its ticket.
-    response.headers["Location"] = f"/tickets/{quote(ticket_id, safe='')}"
+    set_location(response, "tickets", ticket_id)
     return transfer
 
 
@@ -125,7 +125,7 @@ async def create_work_order(
         idempotency=idempotency.of(caller.key_id, body),
     )
     work_order = answer.sent_as(WorkOrderPublic, response)
-    response.headers["Location"] = f"/work-orders/{work_order.work_order_id}"
+    set_location(response, "work-orders", work_order.work_order_id)
     return work_order
 
 
@@ -160,7 +160,7 @@ async def reply_to_work_order(
     )
     reply = answer.sent_as(ReplyPublic, response)
     # A reply has no URL of its own: it is listed with its work order.
-    response.headers["Location"] = f"/work-orders/{quote(work_order_id, safe='')}"
+    set_location(response, "work-orders", work_order_id)
     return reply
 
 

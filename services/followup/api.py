@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -25,6 +24,7 @@ from shared.clock import utc_now
 from shared.errors import not_yet_known_response
 from shared.idempotency import IdempotencyKey, idempotent_responses
 from shared.inputs import Label, PathId
+from shared.openapi import set_location
 from shared.pagination import Cursor
 
 router = APIRouter(tags=["followup"])
@@ -68,7 +68,7 @@ async def log_callback(
     )
     callback = answer.sent_as(CallbackPublic, response)
     # A callback has no URL of its own: it is listed with its ticket.
-    response.headers["Location"] = f"/tickets/{quote(ticket_id, safe='')}"
+    set_location(response, "tickets", ticket_id)
     return callback
 
 

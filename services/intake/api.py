@@ -14,6 +14,7 @@ from shared.auth.http import Allow
 from shared.auth.store import Principal
 from shared.idempotency import idempotent_responses
 from shared.inputs import Label, PathId, QueryTime, SafeText
+from shared.openapi import set_location
 from shared.pagination import Cursor
 
 router = APIRouter(tags=["tickets"])
@@ -53,7 +54,7 @@ async def create_ticket(
     )
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/tickets/{result.ticket.ticket_id}"
+    set_location(response, "tickets", result.ticket.ticket_id)
     return TicketCreated(ticket_id=result.ticket.ticket_id)
 
 

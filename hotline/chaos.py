@@ -49,6 +49,7 @@ from hotline.supervisor import StackStatus
 from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from shared.db import make_engine
 from shared.faults import FAULT_DIR_ENV, trigger_path
+from shared.kafka import connection_options
 from shared.names import CONSUMES, PUBLISHERS, SERVICE_NAMES, ServiceName
 from shared.settings import Settings
 
@@ -502,7 +503,7 @@ async def dead_letter_count(settings: Settings) -> int:
     """Records in every dead-letter topic."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    probe = AIOKafkaConsumer(**connection_options(settings))
     await probe.start()
     try:
         topics = [t for t in await probe.topics() if t.endswith(".dlq")]

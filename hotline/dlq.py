@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hotline.stack_env import STACK_ENV_FILE, stack_settings
-from shared.kafka import DLQ_HEADER_PREFIX, DLQ_SUFFIX, DlqHeader, make_producer
+from shared.kafka import DLQ_HEADER_PREFIX, DLQ_SUFFIX, DlqHeader, connection_options, make_producer
 from shared.settings import Settings
 
 app = typer.Typer(
@@ -260,7 +260,7 @@ class BrokerUnreachable(Exception):
 async def reader(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (it commits nothing)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection_options(settings),
         client_id="hotline-dlq",
         group_id=None,
         enable_auto_commit=False,

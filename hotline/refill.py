@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.db import make_engine
+from shared.kafka import connection_options
 from shared.names import CONSUMES, PUBLISHERS, ServiceName
 from shared.outbox import requeue_published
 from shared.settings import Settings
@@ -76,8 +77,7 @@ async def read_through(settings: Settings) -> dict[ServiceName, datetime]:
     database time taken before the offsets were read (so whatever was published by then is
     below the end offsets, hence read). Publishers with a consumer behind are left out."""
     before = await database_now(settings)
-    bootstrap = settings.kafka_bootstrap_servers
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    probe = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False)
     await probe.start()
     try:
         known = await probe.topics()
@@ -95,7 +95,7 @@ async def read_through(settings: Settings) -> dict[ServiceName, datetime]:
         if not upstream:
             continue
         group = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **connection_options(settings),
             group_id=settings.group_of(consumer_name),
             enable_auto_commit=False,
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from shared.names import SERVICE_NAMES
 from shared.settings import Settings
@@ -57,6 +59,26 @@ def all_topics(settings: Settings) -> list[str]:
     return topics + [dlq_topic(topic) for topic in topics]
 
 
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Where the brokers are and how to talk to them (TLS, SASL): every Kafka client of the
+    project is made with these, so a secured broker needs its settings in one place."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        options["ssl_context"] = create_ssl_context(cafile=cafile)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return options
+
+
 def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica and keeps per-partition order.
 
@@ -64,7 +86,7 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     even without the idempotent producer, which tansu (the embedded broker) lacks.
     """
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection_options(settings),
         client_id=client_id,
         acks="all",
         linger_ms=5,
@@ -80,9 +102,7 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
 
 async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> None:
     """Create the topics that do not exist yet, with the configured partitions and retention."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="hotline-admin"
-    )
+    admin = AIOKafkaAdminClient(**connection_options(settings), client_id="hotline-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -113,7 +133,7 @@ def make_consumer(
     stored) and starts a new group from the beginning of each topic."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection_options(settings),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import ServiceName
@@ -35,6 +35,15 @@ class Settings(BaseSettings):
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/hotline",
         validation_alias=AliasChoices("DATABASE_URL", "HOTLINE_DATABASE_URL"),
     )
+
+    # How to reach a secured broker (managed Kafka services require TLS and SASL); every
+    # producer, consumer and admin client gets these (`shared.kafka.connection_options`).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    """The CA that signed the brokers' certificates (PEM); the system's CAs when not set."""
 
     data_dir: Path = Path(".hotline")
     host: str = "127.0.0.1"
@@ -133,6 +142,32 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        """SASL needs a mechanism and credentials; credentials without SASL are a mistake
+        (they would silently not be used)."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {
+            "HOTLINE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "HOTLINE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "HOTLINE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if sasl:
+            missing = [name for name, value in given.items() if not value]
+            if missing:
+                raise ValueError(
+                    f"HOTLINE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    + ", ".join(missing)
+                )
+        elif any(given.values()):
+            raise ValueError(
+                "SASL settings are given but HOTLINE_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}: set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if self.kafka_ssl_cafile is not None and not self.kafka_ssl_cafile.is_file():
+            raise ValueError(f"HOTLINE_KAFKA_SSL_CAFILE: no file at {self.kafka_ssl_cafile}")
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test chaos lint format lock venv clean tools
+.PHONY: run test test-kafka chaos lint format lock venv clean tools
 
 venv: $(STAMP)
 
@@ -22,6 +22,13 @@ run: $(STAMP)
 
 test: lint tools
 	$(BIN)/pytest
+
+# The broker tests, and the suites most tied to the broker, on a three-node Apache Kafka
+# cluster (Maven Central jars cached in ~/.cache/hotline; needs java 17+ and mvn).
+KAFKA_SUITES ?= tests/integration/test_kafka_cluster.py tests/integration/test_bus.py \
+  tests/e2e/test_intake.py tests/e2e/test_dispatch_followup.py
+test-kafka: $(STAMP)
+	HOTLINE_TEST_BROKER=kafka $(BIN)/pytest $(KAFKA_SUITES)
 
 # About 5 minutes of seeded fault injection against `hotline up` under load (kills of every
 # service, of the broker, a frozen broker, a PostgreSQL restart, a database cut, replicas

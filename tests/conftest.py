@@ -2,8 +2,10 @@
 
 Where they come from, in order: `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` if set; else
 testcontainers when a Docker engine answers; else local processes (tansu, and PostgreSQL's
-own programs) started by `hotline.embedded`. Each test that needs them gets its own
-database and its own topic prefix, so tests never depend on each other's data or order.
+own programs) started by `hotline.embedded`. `HOTLINE_TEST_BROKER=kafka` selects a real
+Apache Kafka cluster of three brokers (`hotline.embedded.kafka_cluster`) instead of tansu.
+Each test that needs them gets its own database and its own topic prefix, so tests never
+depend on each other's data or order.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -24,19 +26,39 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from hotline.embedded import RunningBroker, start_broker, start_postgres
+from hotline.embedded.kafka_cluster import RunningKafkaCluster, start_kafka_cluster
 from shared.settings import Settings
 from tests.support import SCRATCH_ROOT, settings_for
 
 log = logging.getLogger(__name__)
 
 
+KAFKA_SETTINGS: dict[str, object] = {
+    "topic_replication_factor": 3,
+    "kafka_idempotent_producer": True,
+}
+"""What the services need against the three-broker Apache Kafka cluster (tansu has neither)."""
+
+
+def selected_broker() -> str:
+    """`tansu` (the default) or `kafka`, from HOTLINE_TEST_BROKER."""
+    chosen = os.environ.get("HOTLINE_TEST_BROKER", "tansu").strip().lower() or "tansu"
+    if chosen not in ("tansu", "kafka"):
+        raise pytest.UsageError(f"HOTLINE_TEST_BROKER={chosen!r}: use tansu or kafka")
+    return chosen
+
+
 @dataclass
 class Infra:
-    """Where the shared broker and database are; `broker` is set when we started tansu."""
+    """Where the shared broker and database are; `broker` is set when we started tansu,
+    `kafka` when we started the Apache Kafka cluster (then `settings` holds what the
+    services need against it)."""
 
     bootstrap_servers: str
     database_url: str
     broker: RunningBroker | None = None
+    kafka: RunningKafkaCluster | None = None
+    settings: dict[str, object] = field(default_factory=dict)
 
 
 def _from_containers(stack: contextlib.ExitStack) -> Infra | None:
@@ -72,25 +94,51 @@ def infra() -> Iterator[Infra]:
     """The broker and database every integration and end-to-end test uses."""
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     env_db = os.environ.get("DATABASE_URL")
+    if selected_broker() == "kafka":
+        yield from _with_kafka_cluster(env_db)
+        return
     with contextlib.ExitStack() as stack:
         found = None
         if not (env_kafka and env_db):
             found = _from_containers(stack)
         if found is None:
-            data_dir = Path(tempfile.mkdtemp(prefix="hotline-test-"))
-            data_dir.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
-            stack.callback(shutil.rmtree, data_dir, True)
+            data_dir = _local_data_dir(stack)
             broker = None
             if not env_kafka:
                 broker = start_broker(data_dir)
                 stack.callback(broker.stop)
-            database_url = env_db
-            if not database_url:
-                postgres = start_postgres(data_dir)
-                stack.callback(postgres.stop)
-                database_url = postgres.url
+            database_url = _local_postgres(stack, data_dir, env_db)
             found = Infra(env_kafka or broker.bootstrap_servers, database_url, broker)  # type: ignore[union-attr]
         yield found
+
+
+def _local_data_dir(stack: contextlib.ExitStack) -> Path:
+    """A temporary folder for local servers, removed with `stack`."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hotline-test-"))
+    data_dir.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
+    stack.callback(shutil.rmtree, data_dir, True)
+    return data_dir
+
+
+def _local_postgres(stack: contextlib.ExitStack, data_dir: Path, env_db: str | None) -> str:
+    """DATABASE_URL if given, else a PostgreSQL started in `data_dir` (stopped with `stack`)."""
+    if env_db:
+        return env_db
+    postgres = start_postgres(data_dir)
+    stack.callback(postgres.stop)
+    return postgres.url
+
+
+def _with_kafka_cluster(env_db: str | None) -> Iterator[Infra]:
+    """The three-broker Apache Kafka cluster, and PostgreSQL from DATABASE_URL or local."""
+    with contextlib.ExitStack() as stack:
+        data_dir = _local_data_dir(stack)
+        cluster = start_kafka_cluster(data_dir / "kafka")
+        stack.callback(cluster.stop)
+        database_url = _local_postgres(stack, data_dir, env_db)
+        yield Infra(
+            cluster.bootstrap_servers, database_url, kafka=cluster, settings=dict(KAFKA_SETTINGS)
+        )
 
 
 @pytest.fixture

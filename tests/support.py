@@ -99,6 +99,8 @@ def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings
         # Tests send many requests without a valid key on purpose (the role matrix).
         "auth_failure_limit": "1000/second",
     }
+    # What the broker in use needs (Apache Kafka: replication factor 3, idempotent producer).
+    values.update(getattr(infra, "settings", None) or {})
     values.update(overrides)
     return Settings.model_validate(values)
 
@@ -190,9 +192,15 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = await eventually(
-            lambda: consumer.partitions_for_topic(topic), message=f"topic {topic}"
-        )
+
+        async def partitions_of_topic() -> set[int] | None:
+            # Track the topic's metadata: for an unsubscribed consumer's empty topic list
+            # Apache Kafka answers no topic at all (tansu answers all of them). aiokafka
+            # offers no public call that fills the consumer's own metadata cache.
+            await consumer._client.add_topic(topic)
+            return consumer.partitions_for_topic(topic)
+
+        partitions = await eventually(partitions_of_topic, message=f"topic {topic}")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)

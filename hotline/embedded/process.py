@@ -39,6 +39,10 @@ class _PortInUseError(EmbeddedStartError):
     """The child could not bind its port (another process took it after free_port())."""
 
 
+PortInUseError = _PortInUseError
+"""Public name for callers that run their own start-and-retry loop (the Kafka cluster)."""
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -163,10 +167,9 @@ class Launch:
     is_ready: Callable[[subprocess.Popen[bytes]], bool]
 
 
-def _run_until_ready(
-    launch: Launch, deadline: float, port_was_chosen: bool
-) -> subprocess.Popen[bytes]:
-    """Start the child with its output in its log, and wait until it is ready or fails."""
+def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the child with its output appended to its log, in its own session and with a
+    parent-death signal; return it and the log offset where this run's lines start."""
     log_file, offset = open_log(launch.log_path, launch.log_banner)
     try:
         log.debug("starting %s: %s", launch.name, launch.command)
@@ -183,23 +186,41 @@ def _run_until_ready(
         raise EmbeddedStartError(f"{launch.cannot_run}: {exc}") from exc
     finally:
         log_file.close()
+    return process, offset
 
+
+def exit_failure(
+    launch: Launch, process: subprocess.Popen[bytes], offset: int, port_was_chosen: bool
+) -> EmbeddedStartError:
+    """The error for a child that exited before it was ready: a port-in-use one (which the
+    caller may retry on another port) when we chose the port and its log says it was taken."""
+    tail = _log_tail(launch.log_path, offset)
+    message = _failure(launch.title, f"exited with {process.returncode}", launch.log_path, offset)
+    if port_was_chosen and launch.port_was_taken(tail):
+        return _PortInUseError(message)
+    return EmbeddedStartError(message)
+
+
+def not_ready_failure(launch: Launch, offset: int) -> EmbeddedStartError:
+    """The error for a child that did not get ready before the deadline."""
+    return EmbeddedStartError(
+        _failure(launch.title, "did not become ready in time", launch.log_path, offset)
+    )
+
+
+def _run_until_ready(
+    launch: Launch, deadline: float, port_was_chosen: bool
+) -> subprocess.Popen[bytes]:
+    """Start the child with its output in its log, and wait until it is ready or fails."""
+    process, offset = spawn(launch)
     while True:
         if process.poll() is not None:
-            tail = _log_tail(launch.log_path, offset)
-            message = _failure(
-                launch.title, f"exited with {process.returncode}", launch.log_path, offset
-            )
-            if port_was_chosen and launch.port_was_taken(tail):
-                raise _PortInUseError(message)
-            raise EmbeddedStartError(message)
+            raise exit_failure(launch, process, offset, port_was_chosen)
         if launch.is_ready(process):
             return process
         if time.monotonic() >= deadline:
             terminate(process, launch.stop_signal, launch.stop_timeout, launch.name)
-            raise EmbeddedStartError(
-                _failure(launch.title, "did not become ready in time", launch.log_path, offset)
-            )
+            raise not_ready_failure(launch, offset)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=0.05)  # doubles as a short poll interval
 

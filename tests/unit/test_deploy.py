@@ -92,7 +92,8 @@ def test_every_variable_given_to_our_image_is_a_setting_and_is_read(service, mon
         value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
         monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "set-by-the-deployment", value))
     settings = Settings()
-    assert settings.kafka_bootstrap_servers == "kafka:9092"
+    assert settings.kafka_bootstrap_servers == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    assert settings.topic_replication_factor == 3
     assert urlparse(settings.database_url).hostname == "postgres"
     assert settings.host == "0.0.0.0"
 
@@ -239,14 +240,51 @@ def _mounts(service: str) -> dict[str, str]:
     return found
 
 
-def test_kafka_keeps_its_data_in_its_volume():
-    kafka = SERVICES["kafka"]
-    assert kafka["environment"]["KAFKA_LOG_DIRS"] in _mounts("kafka")
-    assert _mounts("kafka")[kafka["environment"]["KAFKA_LOG_DIRS"]] == "kafka-data"
+KAFKA_NODES = [name for name in SERVICES if name.startswith("kafka-")]
 
 
-def test_kafka_has_a_listener_for_a_process_on_the_host():
-    kafka = SERVICES["kafka"]
+def _broker_properties() -> dict[str, str]:
+    found = {}
+    for line in (ROOT / "kafka" / "broker.properties").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
+
+
+def test_compose_runs_three_kafka_nodes_that_form_one_cluster():
+    assert len(KAFKA_NODES) == 3
+    ids = {str(SERVICES[node]["environment"]["KAFKA_NODE_ID"]) for node in KAFKA_NODES}
+    assert len(ids) == 3
+    voters = SERVICES[KAFKA_NODES[0]]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert {voter.split("@")[0] for voter in voters.split(",")} == ids
+    assert len({SERVICES[node]["environment"]["CLUSTER_ID"] for node in KAFKA_NODES}) == 1
+    bootstrap = SERVICES["intake"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert sorted(server.split(":")[0] for server in bootstrap) == sorted(KAFKA_NODES)
+    for service in OUR_IMAGE:
+        assert SERVICES[service]["environment"]["HOTLINE_TOPIC_REPLICATION_FACTOR"] == "3"
+
+
+def test_compose_gives_its_kafka_the_settings_the_tests_cluster_runs_with():
+    """kafka/broker.properties is the one source: compose must not drift from it."""
+    for node in KAFKA_NODES:
+        environment = SERVICES[node]["environment"]
+        for key, value in _broker_properties().items():
+            variable = "KAFKA_" + key.upper().replace(".", "_")
+            assert str(environment.get(variable)) == value, f"{node}: {variable}"
+
+
+@pytest.mark.parametrize("node", ["kafka-1", "kafka-2", "kafka-3"])
+def test_each_kafka_node_keeps_its_data_in_its_own_volume(node):
+    directory = SERVICES[node]["environment"]["KAFKA_LOG_DIRS"]
+    assert _mounts(node)[directory] == f"{node}-data"
+    assert f"{node}-data" in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("node", ["kafka-1", "kafka-2", "kafka-3"])
+def test_each_kafka_node_has_a_listener_for_a_process_on_the_host(node):
+    kafka = SERVICES[node]
     advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
     host = next(listener for listener in advertised if "localhost" in listener)
     port = host.rsplit(":", 1)[1]
@@ -288,3 +326,12 @@ def test_the_image_carries_no_embedded_broker_or_postgresql():
         assert package not in image_pins
         assert package in dev_pins
     assert re.search(r"^pgserver==\S+ ; python_full_version < '3\.13'", dev_pins, re.MULTILINE)
+
+
+def test_compose_the_tests_cluster_and_its_build_file_run_one_kafka_version():
+    from hotline.embedded.kafka_cluster import KAFKA_VERSION
+
+    pom = (ROOT / "kafka" / "pom.xml").read_text()
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
+    for node in KAFKA_NODES:
+        assert SERVICES[node]["image"] == f"apache/kafka:{KAFKA_VERSION}"

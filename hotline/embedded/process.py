@@ -35,12 +35,8 @@ class EmbeddedStartError(RuntimeError):
     """An embedded server could not be started; the message says why and what to do."""
 
 
-class _PortInUseError(EmbeddedStartError):
+class PortInUseError(EmbeddedStartError):
     """The child could not bind its port (another process took it after free_port())."""
-
-
-PortInUseError = _PortInUseError
-"""Public name for callers that run their own start-and-retry loop (the Kafka cluster)."""
 
 
 def free_port() -> int:
@@ -197,7 +193,7 @@ def exit_failure(
     tail = _log_tail(launch.log_path, offset)
     message = _failure(launch.title, f"exited with {process.returncode}", launch.log_path, offset)
     if port_was_chosen and launch.port_was_taken(tail):
-        return _PortInUseError(message)
+        return PortInUseError(message)
     return EmbeddedStartError(message)
 
 
@@ -239,7 +235,7 @@ def start_server(
         launch = launch_on(chosen)
         try:
             return _run_until_ready(launch, deadline, port is None), chosen
-        except _PortInUseError:
+        except PortInUseError:
             if attempt == attempts:
                 raise
             log.warning(

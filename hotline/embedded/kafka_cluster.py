@@ -211,6 +211,79 @@ def metadata_broker_ids(port: int, timeout: float = 1.0) -> set[int] | None:
 # ----------------------------------------------------------------------------- the cluster
 
 
+SECURE_LISTENER = "SECURE"
+"""The name of the optional SASL_SSL listener (its settings are `listener.name.secure.*`)."""
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """An extra client listener that requires TLS and SASL, beside the PLAINTEXT one that the
+    brokers (and the readiness check) keep using among themselves.
+
+    `ports` holds one port per node. The certificates are PEM text: the CA that clients trust,
+    the brokers' certificate chain (one certificate for all nodes: 127.0.0.1) and its
+    unencrypted PKCS#8 private key. `users` maps SASL user names to passwords, known to every
+    mechanism in `mechanisms` (PLAIN in the listener's JAAS config, SCRAM as credentials
+    written into the cluster metadata when the storage is formatted).
+    """
+
+    ports: tuple[int, ...]
+    ca_pem: str
+    certificate_chain_pem: str
+    private_key_pem: str
+    users: Mapping[str, str]
+    mechanisms: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-512")
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mechanisms) - {"PLAIN", *SCRAM_MECHANISMS}
+        if unknown or not self.mechanisms:
+            raise ValueError(f"SASL mechanisms: PLAIN, SCRAM-SHA-256/512, not {unknown or '()'}")
+        if not self.users:
+            raise ValueError("a SASL_SSL listener needs at least one user")
+        for name, password in self.users.items():
+            if not name or any(c in name + password for c in '"\\,=[]\n'):
+                raise ValueError(f"SASL user {name!r}: no quotes, backslashes, , = [ ] or newlines")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """All nodes' secure listeners, comma-separated, as Kafka clients take them."""
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.ports)
+
+    def properties(self, port: int) -> dict[str, str]:
+        """The listener's own settings (without the `listeners` entries) for a node on `port`."""
+        prefix = f"listener.name.{SECURE_LISTENER.lower()}."
+        values = {
+            f"{prefix}ssl.keystore.type": "PEM",
+            f"{prefix}ssl.keystore.certificate.chain": self.certificate_chain_pem.strip(),
+            f"{prefix}ssl.keystore.key": self.private_key_pem.strip(),
+            f"{prefix}ssl.truststore.type": "PEM",
+            f"{prefix}ssl.truststore.certificates": self.ca_pem.strip(),
+            f"{prefix}sasl.enabled.mechanisms": ",".join(self.mechanisms),
+            "sasl.enabled.mechanisms": ",".join(self.mechanisms),
+        }
+        if "PLAIN" in self.mechanisms:
+            users = " ".join(f'user_{name}="{pw}"' for name, pw in self.users.items())
+            values[f"{prefix}plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
+        for mechanism in self.mechanisms:
+            if mechanism in SCRAM_MECHANISMS:
+                values[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+        return values
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format` arguments that store the SCRAM credentials of every user."""
+        return [
+            f"--add-scram={mechanism}=[name={name},password={password}]"
+            for mechanism in self.mechanisms
+            if mechanism in SCRAM_MECHANISMS
+            for name, password in self.users.items()
+        ]
+
+
 @dataclass
 class KafkaNode:
     """One combined broker+controller JVM; its ports stay the same across restarts."""
@@ -221,6 +294,8 @@ class KafkaNode:
     config_path: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    secure_port: int | None = None
+    """The node's SASL_SSL listener, when the cluster has one."""
 
     @property
     def pid(self) -> int | None:
@@ -244,6 +319,7 @@ class RunningKafkaCluster:
     lib: Path
     java: str
     nodes: list[KafkaNode] = field(default_factory=list)
+    sasl_ssl: SaslSslListener | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -327,7 +403,7 @@ def _node_properties(
     """server.properties of one node: small-machine defaults, the project's settings, then
     this node's identity, listeners and the static controller quorum."""
     voters = ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in cluster.nodes)
-    return {
+    properties = {
         **SMALL_MACHINE,
         **settings,
         "process.roles": "broker,controller",
@@ -340,13 +416,27 @@ def _node_properties(
         "controller.listener.names": "CONTROLLER",
         "log.dirs": str(node.config_path.parent / "data"),
     }
+    if cluster.sasl_ssl is not None and node.secure_port is not None:
+        secure = f"{SECURE_LISTENER}://{LOOPBACK}:{node.secure_port}"
+        properties.update(cluster.sasl_ssl.properties(node.secure_port))
+        properties["listeners"] += f",{secure}"
+        properties["advertised.listeners"] += f",{secure}"
+        properties["listener.security.protocol.map"] += f",{SECURE_LISTENER}:SASL_SSL"
+    return properties
+
+
+def _property_line(key: str, value: str) -> str:
+    """`key=value` as java.util.Properties reads it back (PEM text spans lines)."""
+    escaped = value.replace("\\", "\\\\").replace("\r", "").replace("\n", "\\n")
+    return f"{key}={escaped}"
 
 
 def _write_configs(cluster: RunningKafkaCluster, settings: Mapping[str, str]) -> None:
     (cluster.data_dir / "log4j2.properties").write_text(_LOG4J2)
     for node in cluster.nodes:
         node.config_path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{k}={v}" for k, v in _node_properties(cluster, node, settings).items()]
+        properties = _node_properties(cluster, node, settings)
+        lines = [_property_line(k, v) for k, v in properties.items()]
         node.config_path.write_text("\n".join(lines) + "\n")
 
 
@@ -369,6 +459,7 @@ def _format_storage(cluster: RunningKafkaCluster) -> None:
             "--config",
             str(node.config_path),
             "--ignore-formatted",
+            *(cluster.sasl_ssl.scram_arguments() if cluster.sasl_ssl else []),
         ]
         runs.append(
             subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -417,6 +508,7 @@ def start_kafka_cluster(
     ports: list[int] | None = None,
     ready_timeout: float = 120.0,
     settings_path: Path = BROKER_PROPERTIES,
+    sasl_ssl: SaslSslListener | None = None,
 ) -> RunningKafkaCluster:
     """Start a KRaft cluster of `brokers` combined nodes on 127.0.0.1 and return once every
     broker's Metadata answer lists all of them.
@@ -425,12 +517,16 @@ def start_kafka_cluster(
     `logs/kafka-<i>.log`. A data dir used before keeps its cluster id, records and ports (the
     quorum remembers the controllers' addresses). `ports` (one per node) fixes the client
     ports of a new one; otherwise free ones are chosen, and chosen again if another process
-    takes one first. Raises EmbeddedStartError on failure.
+    takes one first. `sasl_ssl` adds a client listener requiring TLS and SASL on its own
+    ports (the brokers keep talking PLAINTEXT among themselves); its SCRAM users are stored
+    when a node's storage is first formatted. Raises EmbeddedStartError on failure.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if ports is not None and len(ports) != brokers:
         raise ValueError(f"{brokers} nodes need {brokers} ports, got {ports}")
+    if sasl_ssl is not None and len(sasl_ssl.ports) != brokers:
+        raise ValueError(f"{brokers} nodes need {brokers} SASL_SSL ports, got {sasl_ssl.ports}")
     java = shutil.which("java")
     if java is None:
         raise EmbeddedStartError("No `java` on PATH: Apache Kafka 4 needs Java 17 or later.")
@@ -457,7 +553,7 @@ def start_kafka_cluster(
     for attempt in range(1, attempts + 1):
         client_ports = ports or [p[0] for p in saved] or [free_port() for _ in range(brokers)]
         controller_ports = [p[1] for p in saved] or [free_port() for _ in range(brokers)]
-        cluster = RunningKafkaCluster(data_dir, cluster_id, lib, java)
+        cluster = RunningKafkaCluster(data_dir, cluster_id, lib, java, sasl_ssl=sasl_ssl)
         cluster.nodes = [
             KafkaNode(
                 node_id=i,
@@ -465,6 +561,7 @@ def start_kafka_cluster(
                 controller_port=controller_ports[i],
                 config_path=data_dir / f"node-{i}" / "server.properties",
                 log_path=data_dir / "logs" / f"kafka-{i}.log",
+                secure_port=sasl_ssl.ports[i] if sasl_ssl else None,
             )
             for i in range(brokers)
         ]

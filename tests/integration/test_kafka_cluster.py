@@ -1,5 +1,6 @@
 """The three-broker Apache Kafka cluster: its shape, the topics the services create on it, and
-no loss or duplicate when the busiest broker is killed while an idempotent producer sends.
+no loss or duplicate when the busiest broker is killed while an idempotent producer sends, and
+the services talking to a listener that requires SASL_SSL (with certificates made here).
 
 Runs only against that cluster: `HOTLINE_TEST_BROKER=kafka` selects it for the session.
 """
@@ -7,18 +8,36 @@ Runs only against that cluster: `HOTLINE_TEST_BROKER=kafka` selects it for the s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
+import subprocess
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError
 
+from hotline.embedded.kafka_cluster import (
+    BROKER_PROPERTIES,
+    RunningKafkaCluster,
+    SaslSslListener,
+    read_properties,
+    start_kafka_cluster,
+)
+from hotline.embedded.process import free_port
 from shared.kafka import ensure_topics, make_producer
+from shared.settings import Settings
 from tests.conftest import Infra
-from tests.support import eventually, read_topic, settings_for
+from tests.e2e.test_intake import ticket
+from tests.support import eventually, read_topic, running_service, settings_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -168,3 +187,171 @@ async def test_killing_the_busiest_broker_while_sending_loses_and_doubles_nothin
     # The cluster is whole again for the tests after this one.
     partitions = await _describe(infra.bootstrap_servers, topic)
     assert all(len(p["replicas"]) == 3 for p in partitions)
+
+
+# ----------------------------------------------------------------------------- SASL_SSL
+
+SASL_USER = "hotline"
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM text of a test CA and of a server certificate for 127.0.0.1 it signed."""
+
+    ca_file: Path
+    ca_pem: str
+    server_chain_pem: str
+    server_key_pem: str
+
+
+def _openssl(*args: str | Path, cwd: Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(folder: Path) -> Certificates:
+    """A CA and a server certificate (SAN IP:127.0.0.1, DNS:localhost) signed by it, with
+    `openssl`; the server key is unencrypted PKCS#8, as Kafka's PEM key store reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=hotline test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "server.key", "-out", "server.csr",
+        cwd=folder,
+    )  # fmt: skip
+    (folder / "server.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-set_serial", "2", "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+        cwd=folder,
+    )  # fmt: skip
+    ca_pem = (folder / "ca.pem").read_text()
+    return Certificates(
+        ca_file=folder / "ca.pem",
+        ca_pem=ca_pem,
+        server_chain_pem=(folder / "server.pem").read_text() + ca_pem,
+        server_key_pem=(folder / "server.key").read_text(),
+    )
+
+
+@dataclass(frozen=True)
+class SecureCluster:
+    """A one-node cluster of this module's own with a SASL_SSL listener."""
+
+    cluster: RunningKafkaCluster
+    listener: SaslSslListener
+    certificates: Certificates
+    password: str
+
+
+ONE_NODE = {
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+}
+"""The project's broker settings scaled down to a single node."""
+
+
+@pytest.fixture(scope="module")
+def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """One node (a second three-node cluster beside the session's would crowd two cores)
+    whose extra listener requires SASL_SSL, with a CA and certificate made for it."""
+    folder = tmp_path_factory.mktemp("kafka-sasl-ssl")
+    certificates = make_certificates(folder / "tls")
+    password = secrets.token_urlsafe(16)
+    listener = SaslSslListener(
+        ports=(free_port(),),
+        ca_pem=certificates.ca_pem,
+        certificate_chain_pem=certificates.server_chain_pem,
+        private_key_pem=certificates.server_key_pem,
+        users={SASL_USER: password},
+    )
+    settings_path = folder / "broker.properties"
+    properties = {**read_properties(BROKER_PROPERTIES), **ONE_NODE}
+    settings_path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    cluster = start_kafka_cluster(
+        folder / "kafka", brokers=1, settings_path=settings_path, sasl_ssl=listener
+    )
+    try:
+        yield SecureCluster(cluster, listener, certificates, password)
+    finally:
+        cluster.stop()
+
+
+def _secure_settings(
+    infra: Infra, database: str, secure: SecureCluster, mechanism: str, password: str
+) -> Settings:
+    return settings_for(
+        infra,
+        database,
+        kafka_bootstrap_servers=secure.listener.bootstrap_servers,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username=SASL_USER,
+        kafka_sasl_password=password,
+        kafka_ssl_cafile=secure.certificates.ca_file,
+        topic_replication_factor=len(secure.cluster.nodes),
+        kafka_idempotent_producer=True,
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+async def test_the_services_work_through_a_listener_that_requires_sasl_ssl(
+    infra: Infra, database: str, secure_cluster: SecureCluster, mechanism: str
+) -> None:
+    settings = _secure_settings(infra, database, secure_cluster, mechanism, secure_cluster.password)
+    async with AsyncExitStack() as stack:
+        # One after the other: their migrations share Alembic's global state.
+        intake = await stack.enter_async_context(
+            running_service("intake", settings, wait_for_broker=False)
+        )
+        dispatch = await stack.enter_async_context(
+            running_service("dispatch", settings, wait_for_broker=False)
+        )
+        for service in (intake, dispatch):
+            await eventually(
+                service.runtime.broker_connected.is_set, timeout=60, message=f"{service.name} up"
+            )
+        response = await intake.http.post("/tickets", json=ticket())
+        assert response.status_code == 201, response.text
+        ticket_id = response.json()["ticket_id"]
+
+        async def dispatch_knows_it() -> bool:
+            return (await dispatch.http.get(f"/tickets/{ticket_id}")).status_code == 200
+
+        # Dispatch's consumer read the ticket from the intake topic over SASL_SSL.
+        await eventually(dispatch_knows_it, timeout=60, message="dispatch knows the ticket")
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+async def test_a_wrong_password_is_refused(
+    infra: Infra,
+    database: str,
+    secure_cluster: SecureCluster,
+    mechanism: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = _secure_settings(infra, database, secure_cluster, mechanism, "not-the-password")
+    with caplog.at_level(logging.ERROR, logger="aiokafka"):
+        async with asyncio.timeout(60):
+            with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
+                await ensure_topics(settings, [settings.topic("intake")])
+    # The TLS handshake succeeded; the broker refused the credentials.
+    refusals = [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")]
+    assert any("authentication failed" in m.lower() for m in refusals), refusals

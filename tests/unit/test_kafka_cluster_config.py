@@ -11,7 +11,9 @@ from hotline.embedded.kafka_cluster import (
     BROKER_PROPERTIES,
     KafkaNode,
     RunningKafkaCluster,
+    SaslSslListener,
     _node_properties,
+    _property_line,
     compose_environment,
     new_cluster_id,
     read_properties,
@@ -65,3 +67,65 @@ def test_each_node_is_a_combined_node_of_one_static_quorum(tmp_path: Path) -> No
     )
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001"
     assert props["log.dirs"] == str(tmp_path / "node-1" / "data")
+
+
+def _listener(**overrides: object) -> SaslSslListener:
+    values: dict[str, object] = {
+        "ports": (9200, 9201),
+        "ca_pem": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
+        "certificate_chain_pem": "-----BEGIN CERTIFICATE-----\nS\n-----END CERTIFICATE-----\n",
+        "private_key_pem": "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n",
+        "users": {"hotline": "pw"},
+    }
+    values.update(overrides)
+    return SaslSslListener(**values)  # type: ignore[arg-type]
+
+
+def test_without_a_secure_listener_a_node_has_only_plaintext(tmp_path: Path) -> None:
+    cluster = RunningKafkaCluster(tmp_path, "id", tmp_path, "java")
+    cluster.nodes = [KafkaNode(0, 9000, 9100, tmp_path / "server.properties", tmp_path)]
+    props = _node_properties(cluster, cluster.nodes[0], {})
+    assert props["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert not any("sasl" in key or "ssl" in key for key in props)
+
+
+def test_a_secure_listener_requires_sasl_ssl_beside_plaintext(tmp_path: Path) -> None:
+    listener = _listener()
+    cluster = RunningKafkaCluster(tmp_path, "id", tmp_path, "java", sasl_ssl=listener)
+    cluster.nodes = [
+        KafkaNode(i, 9000 + i, 9100 + i, tmp_path / f"n{i}", tmp_path, secure_port=9200 + i)
+        for i in range(2)
+    ]
+    props = _node_properties(cluster, cluster.nodes[1], {})
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9101,SECURE://127.0.0.1:9201"
+    )
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001,SECURE://127.0.0.1:9201"
+    assert props["listener.security.protocol.map"].endswith(",SECURE:SASL_SSL")
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-512"
+    assert props["listener.name.secure.ssl.keystore.type"] == "PEM"
+    assert props["listener.name.secure.ssl.truststore.type"] == "PEM"
+    assert props["listener.name.secure.ssl.keystore.key"].startswith("-----BEGIN PRIVATE KEY")
+    assert props["listener.name.secure.plain.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.plain.PlainLoginModule required user_hotline="pw";'
+    )
+    assert props["listener.name.secure.scram-sha-512.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    )
+    assert listener.bootstrap_servers == "127.0.0.1:9200,127.0.0.1:9201"
+    assert listener.scram_arguments() == ["--add-scram=SCRAM-SHA-512=[name=hotline,password=pw]"]
+
+
+def test_a_secure_listener_refuses_unknown_mechanisms_and_unsafe_credentials() -> None:
+    with pytest.raises(ValueError, match="mechanisms"):
+        _listener(mechanisms=("GSSAPI",))
+    with pytest.raises(ValueError, match="user"):
+        _listener(users={})
+    with pytest.raises(ValueError, match="quotes"):
+        _listener(users={"hotline": 'a"b'})
+
+
+def test_multi_line_values_are_written_as_java_properties_escapes() -> None:
+    assert _property_line("k", "a\nb\\c") == "k=a\\nb\\\\c"
+    assert _property_line("log.dirs", "/tmp/x") == "log.dirs=/tmp/x"

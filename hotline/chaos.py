@@ -50,7 +50,7 @@ from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from shared.db import make_engine
 from shared.faults import FAULT_DIR_ENV, trigger_path
 from shared.kafka import connection_options
-from shared.names import CONSUMES, PUBLISHERS, SERVICE_NAMES, ServiceName
+from shared.names import CONSUMES, PUBLISHERS, SERVICE_NAMES, ServiceName, service_named
 from shared.settings import Settings
 
 Say = Callable[[str], None]
@@ -353,7 +353,7 @@ class Injector:
 
     async def replica_join(self, fault: Fault) -> str:
         """A second process of a service joins its consumer group (its own HTTP port)."""
-        name: ServiceName = _service(fault.target)
+        name: ServiceName = service_named(fault.target)
         settings = self.stack.settings()
         port = free_port()
         env = dict(self.stack.env)
@@ -380,7 +380,7 @@ class Injector:
 
     async def replica_leave(self, fault: Fault) -> str:
         """The second process stops as it would be scaled down (SIGTERM: it drains)."""
-        replica = self.stack.replicas.pop(_service(fault.target), None)
+        replica = self.stack.replicas.pop(service_named(fault.target), None)
         if replica is None:
             return "no replica"
         replica.terminate()
@@ -390,13 +390,6 @@ class Injector:
     async def _restarted(self, name: str, restarts: int) -> None:
         await until(lambda: _restarts_above(self.stack, name, restarts), 90, f"{name} again")
         await until(lambda: all_ready(self.stack), 120, "every service ready")
-
-
-def _service(name: str) -> ServiceName:
-    for known in SERVICE_NAMES:
-        if known == name:
-            return known
-    raise ValueError(name)
 
 
 async def _gone(path: Path) -> bool:

@@ -20,7 +20,7 @@ from hotline.service_processes import migrate as migrate_services
 from hotline.simulator.command import simulate
 from hotline.status import status
 from shared.kafka import ensure_topics
-from shared.names import SERVICE_NAMES, ServiceName
+from shared.names import SERVICE_NAMES, ServiceName, service_named
 from shared.observability import configure_logging
 from shared.settings import Settings
 
@@ -48,10 +48,10 @@ def _settings(data_dir: Path | None = None) -> Settings:
 
 
 def _check_service(name: str) -> ServiceName:
-    for known in SERVICE_NAMES:
-        if name == known:
-            return known
-    raise typer.BadParameter(f"one of {', '.join(SERVICE_NAMES)}")
+    try:
+        return service_named(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from hotline.database import UNREACHABLE_ERRORS, unreachable
 from hotline.stack_env import stack_settings
-from shared.names import PUBLISHERS, ServiceName
+from shared.names import PUBLISHERS, ServiceName, service_named
 from shared.outbox import NotSetAside, OutboxRow, OutboxStatus, standalone_outbox_store
 from shared.settings import Settings
 
@@ -40,10 +40,10 @@ ERROR_CHARS_IN_LIST = 80
 
 
 def _publisher(name: str) -> ServiceName:
-    for known in PUBLISHERS:
-        if name == known:
-            return known
-    raise typer.BadParameter(f"one of {', '.join(PUBLISHERS)} (the services with an outbox)")
+    try:
+        return service_named(name, PUBLISHERS)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (the services with an outbox)") from None
 
 
 Service = Annotated[

@@ -12,19 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hotline.supervisor import StackStatus
+from hotline.supervisor import StackStatus, process_alive
 from shared.settings import Settings
 
 NOT_RUNNING = 3
 """Exit status when no stack runs from the data folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def readiness(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -54,7 +46,7 @@ def status(
     folder = data_dir or Settings().data_dir
     found = StackStatus.load(folder)
     console = Console()
-    if found is None or not _alive(found.pid):
+    if found is None or not process_alive(found.pid):
         console.print(f"no stack runs from {folder} (start one with `hotline up`)")
         raise typer.Exit(NOT_RUNNING)
     table = Table(title=f"hotline up (pid {found.pid}), {folder}")

@@ -23,6 +23,15 @@ STATUS_FILE = "status.json"
 ProcessState = Literal["starting", "running", "restarting", "stopped"]
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped counts as gone), from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """How long to wait before starting a process that exited again."""

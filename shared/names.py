@@ -7,7 +7,7 @@ name; the arithmetic behind it stays with whoever computes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, Literal, get_args
 
 ServiceName = Literal["intake", "dispatch", "followup", "metrics"]
@@ -25,6 +25,15 @@ refills a fresh broker and must know who still has to read what) read this one t
 
 PUBLISHERS: Final[tuple[ServiceName, ...]] = ("intake", "dispatch", "followup")
 """Services with an outbox and a topic of their own."""
+
+
+def service_named(name: str, among: Sequence[ServiceName] = SERVICE_NAMES) -> ServiceName:
+    """`name` as a service name, if it is one of `among`; a ValueError listing them if not."""
+    for known in among:
+        if name == known:
+            return known
+    raise ValueError(f"one of {', '.join(among)}")
+
 
 RateName = Literal[
     "connection_rate",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from services.metrics.app import create_app as create_metrics
 from shared.auth.keyfile import KeyRing, generate_entries, import_entries
 from shared.auth.store import standalone_key_store
 from shared.envelope import KafkaRecord, encode, event_data
-from shared.events import Event
+from shared.events import CallOutcome, Event, TicketSubmitted
 from shared.names import Role, ServiceName
 from shared.settings import Settings
 
@@ -218,6 +219,20 @@ async def read_topic(
                 )
     finally:
         await consumer.stop()
+
+
+def submitted_event(ticket_id: str) -> TicketSubmitted:
+    """A ticket as intake announces it: submitted an hour ago, answered, solved at first
+    contact (so a callback is due)."""
+    return TicketSubmitted(
+        ticket_id=ticket_id,
+        city="沈阳",
+        channel="phone",
+        scenario="供暖",
+        category="complaint",
+        submitted_at=datetime.now(UTC) - timedelta(hours=1),
+        call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=True),
+    )
 
 
 def record_of(event: Event, event_id: str | None = None, source: str = "/test") -> KafkaRecord:

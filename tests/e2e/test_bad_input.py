@@ -19,7 +19,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events import CallOutcome, TicketSubmitted
 from shared.kafka import dlq_topic
 from shared.names import SERVICE_NAMES, ServiceName
 from shared.settings import Settings
@@ -35,6 +34,7 @@ from tests.support import (
     record_of,
     running_service,
     settings_for,
+    submitted_event,
 )
 
 pytestmark = pytest.mark.e2e
@@ -332,15 +332,7 @@ async def test_an_event_with_an_absurd_time_is_dead_lettered_and_the_next_is_pro
     stack, infra
 ):
     settings = stack.settings
-    good = TicketSubmitted(
-        ticket_id="t-after-poison",
-        city="沈阳",
-        channel="phone",
-        scenario="供暖",
-        category="complaint",
-        submitted_at=datetime.now(UTC) - timedelta(hours=1),
-        call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=True),
-    )
+    good = submitted_event("t-after-poison")
     poison = record_of(good.model_copy(update={"ticket_id": "t-year-1"}))
     value = json.loads(poison.value)
     value["submitted_at"] = "0001-01-01T00:01:00Z"

@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaProducer
 
 from shared.bus_tables import outbox
 from shared.db import new_id
-from shared.events import CallOutcome, TicketSubmitted
 from shared.idempotency import idempotency_keys
 from shared.names import Role, ServiceName
 from tests.support import (
@@ -30,6 +29,7 @@ from tests.support import (
     publish,
     read_topic,
     running_service,
+    submitted_event,
 )
 
 pytestmark = pytest.mark.e2e
@@ -125,15 +125,7 @@ def route(request: pytest.FixtureRequest) -> Route:
 async def desk_for(route: Route, settings: Any, infra: Any) -> AsyncIterator[Desk]:
     """The route's service running, with a ticket it knows (resolved at first contact, so a
     callback is due) and, for dispatch, an open work order of 供热办 to reply to."""
-    ticket = TicketSubmitted(
-        ticket_id=new_id(),
-        city="沈阳",
-        channel="phone",
-        scenario="供暖",
-        category="complaint",
-        submitted_at=datetime.now(UTC) - timedelta(hours=1),
-        call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=True),
-    )
+    ticket = submitted_event(new_id())
     async with AsyncExitStack() as stack:
         service = await stack.enter_async_context(running_service(route.service, settings))
         producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, acks="all")

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from hotline.chaos import chaos, render
-from hotline.supervisor import StackStatus
+from hotline.supervisor import StackStatus, process_alive
 from shared.db import make_engine
 from tests.e2e.test_intake import ticket
-from tests.e2e.test_stack import StackProcess, alive, descendants
+from tests.e2e.test_stack import StackProcess, descendants
 from tests.support import eventually, scratch_dir
 
 pytestmark = pytest.mark.e2e
@@ -136,7 +136,7 @@ async def test_after_kill_9_of_hotline_up_a_new_start_refills_the_broker_and_los
         await stack.process.wait()
         os.kill(metrics_pid, signal.SIGKILL)  # a stopped process cannot act on SIGTERM
         await eventually(
-            lambda: not [pid for pid in tree if alive(pid)],
+            lambda: not [pid for pid in tree if process_alive(pid)],
             timeout=60,
             message="every child gone with hotline up",
         )

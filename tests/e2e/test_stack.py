@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from hotline.chaos import isolated_stack_env
+from hotline.supervisor import process_alive
 from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from tests.e2e.test_intake import ticket
 from tests.support import eventually, read_topic, scratch_dir
@@ -38,15 +39,6 @@ def descendants(root: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class StackProcess:
@@ -166,7 +158,7 @@ async def test_hotline_up_serves_the_stack_and_ctrl_c_leaves_no_process_behind()
         assert len(children) >= 7  # four services, simulator, broker, postmaster (and workers)
         assert await stack.interrupt() == 0
         assert "stopped; nothing left running" in "".join(stack.output)
-        assert [pid for pid in children if alive(pid)] == []
+        assert [pid for pid in children if process_alive(pid)] == []
         assert not (stack.data_dir / "stack.pid").exists()
     finally:
         await stack.close()

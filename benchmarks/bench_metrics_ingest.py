@@ -44,7 +44,7 @@ from shared.events import (
     WorkOrderCreated,
     WorkOrderReplied,
 )
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, start_producer
 from shared.names import ServiceName
 from shared.projections import Projections
 from shared.runtime import Runtime, ServiceSpec
@@ -120,8 +120,7 @@ def stories(tickets: int) -> Iterator[tuple[ServiceName, Event]]:
 
 async def publish(settings: Settings, tickets: int) -> int:
     await ensure_topics(settings)
-    producer = make_producer(settings, client_id="bench")
-    await producer.start()
+    producer = await start_producer(settings, client_id="bench")
     try:
         futures = []
         for owner, event in stories(tickets):

@@ -25,7 +25,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from hotline.stack_env import STACK_ENV_FILE, stack_settings
-from shared.kafka import DLQ_HEADER_PREFIX, DLQ_SUFFIX, DlqHeader, connection_options, make_producer
+from shared.kafka import (
+    DLQ_HEADER_PREFIX,
+    DLQ_SUFFIX,
+    DlqHeader,
+    connection_options,
+    start_producer,
+)
+from shared.offsets import end_offsets, topic_partitions
 from shared.settings import Settings
 
 app = typer.Typer(
@@ -294,16 +301,13 @@ async def read_all(
 ) -> AsyncIterator[DeadLetterRecord]:
     """Every record of `topics` from the beginning up to the end offsets found now (without
     their values unless `values`)."""
-    partitions = [
-        TopicPartition(topic, partition)
-        for topic in topics
-        for partition in sorted(consumer.partitions_for_topic(topic) or ())
-    ]
+    found = await topic_partitions(consumer, topics)
+    partitions = [tp for topic in topics for tp in found.get(topic, [])]
     if not partitions:
         return
-    consumer.assign(partitions)
     starts = await consumer.beginning_offsets(partitions)
-    ends = await consumer.end_offsets(partitions)
+    ends = await end_offsets(consumer, partitions)
+    consumer.assign(partitions)
     left = [tp for tp in partitions if ends[tp] > starts[tp]]
     for tp in left:
         consumer.seek(tp, starts[tp])
@@ -323,12 +327,12 @@ async def read_all(
 
 async def read_one(consumer: AIOKafkaConsumer, at: Coordinates) -> DeadLetterRecord:
     """The record at `at`; NotFound if the topic, partition or offset is not there."""
-    if at.partition not in (consumer.partitions_for_topic(at.topic) or ()):
-        raise NotFound(f"no partition {at.partition} of a topic {at.topic} on the broker")
     tp = TopicPartition(at.topic, at.partition)
-    consumer.assign([tp])
+    if tp not in (await topic_partitions(consumer, [at.topic])).get(at.topic, []):
+        raise NotFound(f"no partition {at.partition} of a topic {at.topic} on the broker")
     start = (await consumer.beginning_offsets([tp]))[tp]
-    end = (await consumer.end_offsets([tp]))[tp]
+    end = (await end_offsets(consumer, [tp]))[tp]
+    consumer.assign([tp])
     if not start <= at.offset < end:
         raise NotFound(
             f"no record at {at}: {at.topic}/{at.partition} holds offsets {start}-{end - 1}"
@@ -356,11 +360,9 @@ def _record(record: Any, *, keep_value: bool = True) -> DeadLetterRecord:
 
 async def republish(settings: Settings, replays: Sequence[Replay]) -> list[Coordinates]:
     """Put each record back on its topic, waiting for every in-sync replica."""
-    producer = make_producer(settings, client_id="hotline-dlq-replay")
     try:
-        await producer.start()
+        producer = await start_producer(settings, client_id="hotline-dlq-replay")
     except KafkaError as exc:
-        await producer.stop()
         raise BrokerUnreachable(str(exc)) from exc
     try:
         written = []

@@ -23,11 +23,12 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.db import make_engine
 from shared.kafka import connection_options
 from shared.names import CONSUMES, PUBLISHERS, ServiceName
+from shared.offsets import end_offsets, topic_partitions
 from shared.outbox import requeue_published
 from shared.settings import Settings
 
@@ -80,14 +81,10 @@ async def read_through(settings: Settings) -> dict[ServiceName, datetime]:
     probe = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False)
     await probe.start()
     try:
-        known = await probe.topics()
-        partitions: dict[ServiceName, list[TopicPartition]] = {}
-        for name in PUBLISHERS:
-            topic = settings.topic(name)
-            numbers = probe.partitions_for_topic(topic) if topic in known else None
-            partitions[name] = [TopicPartition(topic, n) for n in sorted(numbers or ())]
+        found = await topic_partitions(probe, [settings.topic(name) for name in PUBLISHERS])
+        partitions = {name: found.get(settings.topic(name), []) for name in PUBLISHERS}
         wanted = [tp for tps in partitions.values() for tp in tps]
-        ends = await probe.end_offsets(wanted) if wanted else {}
+        ends = await end_offsets(probe, wanted) if wanted else {}
     finally:
         await probe.stop()
     behind: set[ServiceName] = set()

@@ -282,6 +282,8 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.broker is not None:  # tansu refuses the idempotent producer
+            env["HOTLINE_KAFKA_IDEMPOTENT_PRODUCER"] = "false"
         return env
 
     def _start_services(self) -> None:

@@ -37,6 +37,7 @@ from shared.observability import (
     EVENTS_DEAD_LETTERED,
     TRANSIENT_ERRORS,
 )
+from shared.offsets import member_end_offsets
 from shared.projections import Projections
 from shared.retry import Backoff, Transient, is_transient
 
@@ -174,7 +175,7 @@ class KafkaSource:
         assigned = list(consumer.assignment())
         if not assigned:
             return {}
-        ends = await consumer.end_offsets(assigned)
+        ends = await member_end_offsets(consumer, assigned)
         lags = {}
         for tp in assigned:
             position = await consumer.position(tp)

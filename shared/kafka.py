@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from shared.names import SERVICE_NAMES
@@ -79,12 +80,18 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
-    """A producer that waits for every in-sync replica and keeps per-partition order.
+def make_producer(
+    settings: Settings, *, client_id: str, idempotent: bool | None = None
+) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica and keeps per-partition order;
+    idempotent unless `idempotent` or the setting says false (`start_producer` handles a
+    broker that refuses it).
 
     aiokafka keeps one request in flight per broker, so order within a partition holds
     even without the idempotent producer, which tansu (the embedded broker) lacks.
     """
+    if idempotent is None:
+        idempotent = settings.kafka_idempotent_producer is not False
     return AIOKafkaProducer(
         **connection_options(settings),
         client_id=client_id,
@@ -94,10 +101,45 @@ def make_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         if settings.kafka_compression == "none"
         else settings.kafka_compression,
         request_timeout_ms=settings.relay_request_timeout_ms,
-        enable_idempotence=settings.kafka_idempotent_producer,
+        enable_idempotence=idempotent,
         retry_backoff_ms=200,
         max_request_size=PRODUCER_MAX_REQUEST_BYTES,
     )
+
+
+async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+    """A started producer, idempotent as `Settings.kafka_idempotent_producer` says: with
+    `auto`, a broker's refusal (not its absence: that is raised) falls back to a plain one."""
+    producer = make_producer(settings, client_id=client_id)
+    try:
+        await producer.start()
+        return producer
+    except KafkaConnectionError:
+        await _close(producer)
+        raise
+    except KafkaError as exc:
+        await _close(producer)
+        if settings.kafka_idempotent_producer != "auto":
+            raise
+        log.warning(
+            "the broker refused an idempotent producer; sending without broker-side "
+            "de-duplication (consumers skip duplicates by event id)",
+            extra={"client_id": client_id, "error": repr(exc)},
+        )
+    producer = make_producer(settings, client_id=client_id, idempotent=False)
+    try:
+        await producer.start()
+    except BaseException:
+        await _close(producer)
+        raise
+    return producer
+
+
+async def _close(client: AIOKafkaProducer | AIOKafkaConsumer, timeout: float = 10.0) -> None:
+    """Stop a client that may never have connected, within `timeout` seconds."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout):
+            await client.stop()
 
 
 async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> None:
@@ -193,7 +235,6 @@ class KafkaClients:
     async def start(self) -> None:
         """Create the topics this process uses if missing, then start new clients; on failure
         close what was made and raise (the caller retries)."""
-        self._producer = make_producer(self._settings, client_id=self._client_id)
         if self._consumes and self._group_id is not None:
             self._consumer = make_consumer(
                 self._settings,
@@ -203,7 +244,7 @@ class KafkaClients:
             )
         try:
             await ensure_topics(self._settings, self._topics)
-            await self._producer.start()
+            self._producer = await start_producer(self._settings, client_id=self._client_id)
             if self._consumer is not None:
                 await self._consumer.start()
         except BaseException:

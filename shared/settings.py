@@ -69,8 +69,11 @@ class Settings(BaseSettings):
     """How long a send waits for the broker. Long on purpose: a broker that stalls and comes
     back answers the pending request, so nothing is sent twice (a send that timed out may
     still land, and resending it would duplicate it on the topic)."""
-    kafka_idempotent_producer: bool = False
-    """Broker-side de-duplication of retried sends; Apache Kafka has it, tansu does not."""
+    kafka_idempotent_producer: bool | Literal["auto"] = "auto"
+    """Broker-side de-duplication of retried sends. `auto`: on when the broker grants it
+    (Apache Kafka), off with a warning when it refuses (tansu; a managed cluster without the
+    IdempotentWrite permission); `true` makes a refusal an error. Consumers skip duplicates
+    by event id either way."""
     relay_max_backoff_seconds: float = 10.0
     keep_published_seconds: float = Field(default=24 * 3600, ge=60)
     """How long published outbox rows are kept: the embedded stack refills a new, empty

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from hotline.embedded import RunningBroker, start_broker, start_postgres
 from hotline.embedded.kafka_cluster import RunningKafkaCluster, start_kafka_cluster
 from shared.settings import Settings
-from tests.support import SCRATCH_ROOT, settings_for
+from tests.support import SCRATCH_ROOT, TEST_SETTINGS, delete_topics, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ KAFKA_SETTINGS: dict[str, object] = {
     "kafka_idempotent_producer": True,
 }
 """What the services need against the three-broker Apache Kafka cluster (tansu has neither)."""
+
+TANSU_SETTINGS: dict[str, object] = {
+    "kafka_idempotent_producer": False,
+    "consumer_session_timeout_ms": 3000,
+}
+"""tansu refuses the idempotent producer: say so rather than have each client try it. It
+completes a group join after about half the session timeout (Apache Kafka at once, with
+`group.initial.rebalance.delay.ms=0`): a short session halves each service's start."""
 
 
 def selected_broker() -> str:
@@ -108,7 +116,12 @@ def infra() -> Iterator[Infra]:
                 broker = start_broker(data_dir)
                 stack.callback(broker.stop)
             database_url = _local_postgres(stack, data_dir, env_db)
-            found = Infra(env_kafka or broker.bootstrap_servers, database_url, broker)  # type: ignore[union-attr]
+            found = Infra(
+                env_kafka or broker.bootstrap_servers,  # type: ignore[union-attr]
+                database_url,
+                broker,
+                settings=dict(TANSU_SETTINGS) if broker is not None else {},
+            )
         yield found
 
 
@@ -139,6 +152,17 @@ def _with_kafka_cluster(env_db: str | None) -> Iterator[Infra]:
         yield Infra(
             cluster.bootstrap_servers, database_url, kafka=cluster, settings=dict(KAFKA_SETTINGS)
         )
+
+
+@pytest.fixture(autouse=True)
+async def _delete_test_topics() -> AsyncIterator[None]:
+    """After each test, delete the topics of the test stacks it made (`settings_for`): a run
+    of hundreds of tests would otherwise leave thousands of partitions on the brokers, and
+    Apache Kafka's nodes slow down under them (most of all while one restarts)."""
+    made_before = len(TEST_SETTINGS)
+    yield
+    for settings in TEST_SETTINGS[made_before:]:
+        await delete_topics(settings)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
 from hotline.embedded import start_postgres
@@ -30,7 +32,9 @@ from shared.auth.keyfile import KeyRing, generate_entries, import_entries
 from shared.auth.store import standalone_key_store
 from shared.envelope import KafkaRecord, encode, event_data
 from shared.events import CallOutcome, Event, TicketSubmitted
+from shared.kafka import connection_options
 from shared.names import Role, ServiceName
+from shared.offsets import topic_partitions
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -41,6 +45,9 @@ APPS: dict[ServiceName, Callable[[Settings], FastAPI]] = {
     "followup": create_followup,
     "metrics": create_metrics,
 }
+
+
+log = logging.getLogger(__name__)
 
 
 def load_app(service: ServiceName, settings: Settings) -> FastAPI:
@@ -103,7 +110,33 @@ def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings
     # What the broker in use needs (Apache Kafka: replication factor 3, idempotent producer).
     values.update(getattr(infra, "settings", None) or {})
     values.update(overrides)
-    return Settings.model_validate(values)
+    settings = Settings.model_validate(values)
+    TEST_SETTINGS.append(settings)
+    return settings
+
+
+TEST_SETTINGS: list[Settings] = []
+"""Every test stack's settings, in order: `conftest` deletes each test's topics after it."""
+
+
+async def delete_topics(settings: Settings, timeout: float = 15.0) -> None:
+    """Delete the topics under `settings.topic_prefix` (not the prefix-less ones of a stack of
+    its own), so that a long run does not pile up partitions on the brokers. Best effort: the
+    test's broker may be gone already."""
+    if not settings.topic_prefix:
+        return
+    admin = AIOKafkaAdminClient(**connection_options(settings), request_timeout_ms=10_000)
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+            if ours:
+                await admin.delete_topics(ours)
+    except Exception as exc:  # a broker stopped by its test, a frozen one, a refusal
+        log.debug("topics of %s not deleted: %r", settings.topic_prefix, exc)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 DEFAULT_ROLE: dict[ServiceName, Role] = {
@@ -194,15 +227,10 @@ async def read_topic(
     await consumer.start()
     try:
 
-        async def partitions_of_topic() -> set[int] | None:
-            # Track the topic's metadata: for an unsubscribed consumer's empty topic list
-            # Apache Kafka answers no topic at all (tansu answers all of them). aiokafka
-            # offers no public call that fills the consumer's own metadata cache.
-            await consumer._client.add_topic(topic)
-            return consumer.partitions_for_topic(topic)
+        async def partitions_of_topic() -> list[TopicPartition] | None:
+            return (await topic_partitions(consumer, [topic])).get(topic)
 
-        partitions = await eventually(partitions_of_topic, message=f"topic {topic}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        assigned = await eventually(partitions_of_topic, message=f"topic {topic}")
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         records: list[ConsumerRecord[bytes, bytes]] = []

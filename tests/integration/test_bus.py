@@ -3,17 +3,21 @@
 import asyncio
 import contextlib
 import json
+import logging
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.background import Runner
 from shared.consumer import ConsumerLoop, KafkaDeadLetterSink, KafkaSource
 from shared.db import Transaction, UnitOfWork, make_engine, make_sessions
 from shared.events import TicketSubmitted, TransferAttempted
-from shared.kafka import KafkaClients, dlq_topic, ensure_topics, make_producer
+from shared.kafka import KafkaClients, dlq_topic, ensure_topics, start_producer
 from shared.projections import Projections
+from tests.conftest import selected_broker
 from tests.support import (
     eventually,
     headers_of,
@@ -160,8 +164,7 @@ async def probe_loop(settings, topic: str):
 async def producer_on(settings, topic: str):
     """A producer to `topic` (and the topic and its dead-letter topic)."""
     await ensure_topics(settings, [topic, dlq_topic(topic)])
-    producer = make_producer(settings, client_id="test")
-    await producer.start()
+    producer = await start_producer(settings, client_id="test")
     try:
         yield producer
     finally:
@@ -215,3 +218,44 @@ async def test_a_database_outage_stalls_the_consumer_without_losing_or_doubling_
             postgres.start_again()
             await eventually(lambda: _count(probe.applied(), 6), timeout=30, message="all applied")
             assert await probe.applied() == sorted((f"t-{n}", str(n)) for n in range(1, 7))
+
+
+def idempotent(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer asked the broker for a producer id (aiokafka keeps it there)."""
+    return producer._txn_manager is not None
+
+
+async def test_an_idempotent_producer_when_the_broker_grants_it_and_a_plain_one_when_it_refuses(
+    infra, caplog
+):
+    """`auto` (the default): Apache Kafka grants an idempotent producer; tansu refuses it,
+    and the producer falls back to a plain one with a warning. `true` makes a refusal an
+    error; `false` never asks."""
+    refuses = selected_broker() == "tansu"
+    settings = settings_for(infra, infra.database_url, kafka_idempotent_producer="auto")
+    topic = settings.topic("intake")
+    await ensure_topics(settings, [topic])
+    with caplog.at_level(logging.WARNING, logger="shared.kafka"):
+        producer = await start_producer(settings, client_id="auto-test")
+    try:
+        assert idempotent(producer) is not refuses
+        refusals = [r for r in caplog.records if "refused an idempotent" in r.getMessage()]
+        assert len(refusals) == (1 if refuses else 0)
+        metadata = await (await producer.send(topic, key=b"k", value=b"v"))
+        assert metadata.offset >= 0
+    finally:
+        await producer.stop()
+
+    insist = settings.model_copy(update={"kafka_idempotent_producer": True})
+    if refuses:
+        with pytest.raises(KafkaError):
+            await start_producer(insist, client_id="insist-test")
+    else:
+        producer = await start_producer(insist, client_id="insist-test")
+        assert idempotent(producer)
+        await producer.stop()
+    plain = await start_producer(
+        settings.model_copy(update={"kafka_idempotent_producer": False}), client_id="plain"
+    )
+    assert not idempotent(plain)
+    await plain.stop()

@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.events import CallOutcome, TicketSubmitted
 from shared.kafka import PRODUCER_MAX_REQUEST_BYTES, dlq_topic, ensure_topics
+from tests.conftest import selected_broker
 from tests.support import eventually, headers_of, read_topic, record_of, running_service
 
 pytestmark = pytest.mark.integration
@@ -59,8 +62,25 @@ def poison_records() -> dict[str, tuple[bytes, bytes, list[tuple[str, bytes]]]]:
 
 @contextlib.asynccontextmanager
 async def large_producer(settings):
-    """A producer that may send the tester's 2 MB record (the services' refuses it)."""
-    await ensure_topics(settings, [settings.topic("intake"), dlq_topic(settings.topic("intake"))])
+    """A producer that may send the tester's 2 MB record (the services' refuses it).
+
+    Apache Kafka refuses a record above its topic's `max.message.bytes` (1 MB by default);
+    tansu takes any size. On Kafka the intake topic is given room for large records, as an
+    operator would; its dead-letter topic keeps the default, so the copy must still fit.
+    """
+    topic = settings.topic("intake")
+    await ensure_topics(settings, [topic, dlq_topic(topic)])
+    if selected_broker() == "kafka":
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            room = {"max.message.bytes": str(4 * BIG)}
+            (answer,) = await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, configs=room)]
+            )
+            assert all(resource[0] == 0 for resource in answer.resources), answer
+        finally:
+            await admin.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-kafka chaos lint format lock venv clean tools
+.PHONY: run test test-tansu test-kafka chaos lint format lock venv clean tools
 
 venv: $(STAMP)
 
@@ -20,22 +20,27 @@ $(STAMP): pyproject.toml requirements-dev.lock
 run: $(STAMP)
 	$(BIN)/hotline up
 
+# Every test on the embedded tansu and, at the same time, the integration and end-to-end
+# suites on a three-node Apache Kafka cluster (Maven Central jars cached in ~/.cache/hotline;
+# needs java 17+ and mvn). ARGS=... goes to pytest.
 test: lint tools
-	$(BIN)/pytest
+	scripts/test-both-brokers.sh both $(ARGS)
 
-# The broker tests, and the suites most tied to the broker, on a three-node Apache Kafka
-# cluster (Maven Central jars cached in ~/.cache/hotline; needs java 17+ and mvn).
-KAFKA_SUITES ?= tests/integration/test_kafka_cluster.py tests/integration/test_bus.py \
-  tests/e2e/test_intake.py tests/e2e/test_dispatch_followup.py
-test-kafka: $(STAMP)
-	HOTLINE_TEST_BROKER=kafka $(BIN)/pytest $(KAFKA_SUITES)
+# One broker only.
+test-tansu: $(STAMP) tools
+	scripts/test-both-brokers.sh tansu $(ARGS)
+test-kafka: $(STAMP) tools
+	scripts/test-both-brokers.sh kafka $(ARGS)
 
 # About 5 minutes of seeded fault injection against `hotline up` under load (kills of every
 # service, of the broker, a frozen broker, a PostgreSQL restart, a database cut, replicas
 # joining and leaving), then an exact audit. Result: chaos-result.json. SEED=n to vary it.
+# BROKER=kafka: on a three-node Apache Kafka cluster, whose busiest broker is killed and
+# started again while dispatch and metrics scale to three processes and back.
 SEED ?= 12345
+BROKER ?= tansu
 chaos: $(STAMP)
-	$(BIN)/python -m hotline.chaos --seed $(SEED) --json chaos-result.json
+	$(BIN)/python -m hotline.chaos --seed $(SEED) --broker $(BROKER) --json chaos-result.json
 
 # Prometheus and promtool for the alert-rule and dashboard tests (Debian package).
 tools:

@@ -17,6 +17,11 @@ metrics that joins and leaves. At the end, with everything drained, it checks:
 It prints the faults, the peak backlog, the time to drain and the comparison, and writes
 them as JSON. `python -m hotline.chaos --help`; `make test` runs a short plan
 (tests/e2e/test_recovery.py).
+
+`--broker kafka` runs the stack on a three-broker Apache Kafka cluster instead of the
+embedded tansu: while tickets flow, dispatch and metrics go from one process to two and three
+(each a member of its consumer group) and back to one, and the broker that leads most
+partitions is killed with SIGKILL and later started again (hotline/kafka_faults.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -33,12 +39,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import sqlalchemy as sa
 
 from hotline.embedded import free_port
+from hotline.embedded.kafka_cluster import RunningKafkaCluster, start_kafka_cluster
+from hotline.kafka_faults import LeaderFaults
 from hotline.refill import read_through
 from hotline.simulator.client import Endpoints, open_clients
 from hotline.simulator.config import RunConfig
@@ -49,8 +57,9 @@ from hotline.supervisor import StackStatus
 from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from shared.db import make_engine
 from shared.faults import FAULT_DIR_ENV, trigger_path
-from shared.kafka import connection_options
+from shared.kafka import connection_options, dlq_topic
 from shared.names import CONSUMES, PUBLISHERS, SERVICE_NAMES, ServiceName, service_named
+from shared.offsets import end_offsets, topic_partitions
 from shared.settings import Settings
 
 Say = Callable[[str], None]
@@ -68,11 +77,17 @@ class Fault:
     seconds: float = 0.0
 
 
-def plan(seed: int, *, short: bool) -> list[Fault]:
+Broker = Literal["tansu", "kafka"]
+
+
+def plan(seed: int, *, short: bool, broker: Broker = "tansu") -> list[Fault]:
     """The faults of a run in a seeded order. Short: one kill per service and one broker
     kill. Full: two kills per service (one at a crash point), a broker kill and a 30 s
-    freeze, a PostgreSQL restart, a 30 s database cut and replicas joining and leaving."""
+    freeze, a PostgreSQL restart, a 30 s database cut and replicas joining and leaving.
+    On Kafka, see `kafka_plan`."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible plan, not a secret
+    if broker == "kafka":
+        return kafka_plan(rng, short=short)
     if short:
         faults = [Fault("kill", name) for name in SERVICE_NAMES] + [Fault("broker-kill")]
         rng.shuffle(faults)
@@ -102,6 +117,28 @@ def plan(seed: int, *, short: bool) -> list[Fault]:
     ]
 
 
+def kafka_plan(rng: random.Random, *, short: bool) -> list[Fault]:
+    """Dispatch and metrics scale to two and three processes while the busiest broker is
+    down, and back to one after it returned. Full: a kill -9 of each service as well, and the
+    consumers' crash points, in a seeded order while the broker is down or catching up."""
+    scale = ("dispatch", "metrics")
+    faults = [Fault("replica-join", name) for name in scale]
+    faults.append(Fault("leader-kill"))
+    faults += [Fault("replica-join", name) for name in scale]
+    if not short:
+        more = [Fault("kill", name) for name in SERVICE_NAMES]
+        more += [
+            Fault("crash-point", "dispatch", "consumer-mid-batch"),
+            Fault("crash-point", "metrics", "consumer-applied"),
+        ]
+        rng.shuffle(more)
+        faults += [*more[:3], Fault("leader-start"), *more[3:]]
+    else:
+        faults.append(Fault("leader-start"))
+    faults += [Fault("replica-leave", name) for name in scale * 2]
+    return faults
+
+
 @dataclass
 class Observed:
     """What the run saw, for the report."""
@@ -111,6 +148,8 @@ class Observed:
     peak_backlog_at: float = 0.0
     drain_after_last_ticket_seconds: float = 0.0
     drain_after_last_fault_seconds: float = 0.0
+    kafka: dict[str, Any] = field(default_factory=dict)
+    """The broker kill's figures on Apache Kafka (hotline/kafka_faults.py)."""
 
 
 def isolated_stack_env(data_dir: Path) -> tuple[dict[ServiceName, int], dict[str, str]]:
@@ -133,16 +172,28 @@ def isolated_stack_env(data_dir: Path) -> tuple[dict[ServiceName, int], dict[str
 class StackUnderTest:
     """`hotline up --no-simulator` in its own data folder, on free ports."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, kafka: RunningKafkaCluster | None = None) -> None:
         self.data_dir = data_dir
+        self.kafka = kafka
         self.fault_dir = data_dir / "faults"
         self.fault_dir.mkdir(parents=True, exist_ok=True)
         self.ports, self.env = isolated_stack_env(data_dir)
         self.env.update(HOTLINE_LOG_LEVEL="WARNING")
         self.env[FAULT_DIR_ENV] = str(self.fault_dir)
+        if kafka is not None:
+            # As an operator points the stack at a cluster of three: every topic on all three
+            # brokers, and the broker drops a producer's retried duplicates.
+            self.env.update(
+                KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+                HOTLINE_TOPIC_REPLICATION_FACTOR=str(len(kafka.nodes)),
+                HOTLINE_KAFKA_IDEMPOTENT_PRODUCER="true",
+            )
+        else:  # the embedded tansu refuses it (`hotline up` says so to its own services)
+            self.env["HOTLINE_KAFKA_IDEMPOTENT_PRODUCER"] = "false"
         self.process: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
-        self.replicas: dict[ServiceName, asyncio.subprocess.Process] = {}
+        self.replicas: dict[ServiceName, list[asyncio.subprocess.Process]] = {}
+        """Processes of a service beyond the one `hotline up` supervises, oldest first."""
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 120) -> None:
@@ -200,7 +251,7 @@ class StackUnderTest:
 
     async def stop(self, timeout: float = 120) -> int:
         """Ctrl-C, as a person stops it."""
-        for replica in self.replicas.values():
+        for replica in (r for group in self.replicas.values() for r in group):
             with contextlib.suppress(ProcessLookupError):
                 replica.terminate()
             await replica.wait()
@@ -243,6 +294,9 @@ class Injector:
         self.observed = observed
         self.say = say
         self.began = time.monotonic()
+        self.leaders = (
+            LeaderFaults(stack.kafka, stack.settings()) if stack.kafka is not None else None
+        )
 
     async def run(self, faults: list[Fault], pause: float) -> None:
         """Each fault in turn, `pause` seconds after the last one recovered."""
@@ -363,11 +417,12 @@ class Injector:
             HOTLINE_MIGRATE_ON_START="false",
             **{f"HOTLINE_{name.upper()}_PORT": str(port)},
         )
-        log = (self.stack.data_dir / "logs" / f"{name}-replica.log").open("ab")
+        group = self.stack.replicas.setdefault(name, [])
+        log = (self.stack.data_dir / "logs" / f"{name}-replica-{len(group) + 1}.log").open("ab")
         replica = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"services.{name}", env=env, stdout=log, stderr=log
         )
-        self.stack.replicas[name] = replica
+        group.append(replica)
 
         async def answers() -> bool:
             async with httpx.AsyncClient(timeout=2) as client:
@@ -376,16 +431,38 @@ class Injector:
             return False
 
         await until(answers, 60, f"the {name} replica")
-        return f"pid {replica.pid} on port {port}"
+        return f"pid {replica.pid} on port {port}: {len(group) + 1} processes"
 
     async def replica_leave(self, fault: Fault) -> str:
-        """The second process stops as it would be scaled down (SIGTERM: it drains)."""
-        replica = self.stack.replicas.pop(service_named(fault.target), None)
-        if replica is None:
+        """The newest extra process stops as it would be scaled down (SIGTERM: it drains)."""
+        group = self.stack.replicas.get(service_named(fault.target), [])
+        if not group:
             return "no replica"
+        replica = group.pop()
         replica.terminate()
         code = await replica.wait()
-        return f"exited with {code}"
+        return f"exited with {code}: {len(group) + 1} processes"
+
+    async def leader_kill(self, fault: Fault) -> str:
+        """SIGKILL the Kafka broker leading most partitions; recovered once all have a live
+        leader (the services are not waited for: the broker stays down for later faults)."""
+        if self.leaders is None:
+            raise ValueError("leader-kill needs --broker kafka")
+        found = await self.leaders.kill_busiest()
+        self.observed.kafka["leader_kill"] = found
+        return (
+            f"node {found['node_id']} led {found['partitions_led']} of {found['partitions']} "
+            f"partitions; {found['seconds_without_a_leader']} s until all had a live leader"
+        )
+
+    async def leader_start(self, fault: Fault) -> str:
+        """Start the killed broker again; recovered once it is back in sync everywhere."""
+        if self.leaders is None:
+            raise ValueError("leader-start needs --broker kafka")
+        found = await self.leaders.start_again()
+        self.observed.kafka["leader_start"] = found
+        await until(lambda: all_ready(self.stack), 120, "every service ready")
+        return ", ".join(f"{k} {v}" for k, v in found.items())
 
     async def _restarted(self, name: str, restarts: int) -> None:
         await until(lambda: _restarts_above(self.stack, name, restarts), 90, f"{name} again")
@@ -408,21 +485,23 @@ async def _restarts_above(stack: StackUnderTest, name: str, restarts: int) -> bo
 
 async def backlog(settings: Settings) -> int:
     """Events waiting in every outbox."""
+    return await _outbox_count(settings, "published_at IS NULL")
+
+
+async def events_published(settings: Settings) -> int:
+    """Events every outbox has handed to the broker."""
+    return await _outbox_count(settings, "published_at IS NOT NULL")
+
+
+async def _outbox_count(settings: Settings, where: str) -> int:
     engine = make_engine(settings.database_url, "public", pool_size=1)
     try:
         async with engine.connect() as connection:
             total = 0
             for name in PUBLISHERS:
                 schema = settings.schema_of(name)
-                total += int(
-                    (
-                        await connection.execute(
-                            sa.text(
-                                f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL'
-                            )
-                        )
-                    ).scalar_one()
-                )
+                statement = f'SELECT count(*) FROM "{schema}".outbox WHERE {where}'
+                total += int((await connection.execute(sa.text(statement))).scalar_one())
             return total
     finally:
         await engine.dispose()
@@ -492,21 +571,34 @@ async def audit(settings: Settings) -> dict[str, Any]:
     return found
 
 
+async def settled_audit(settings: Settings, timeout: float = 60.0) -> dict[str, Any]:
+    """The audit once it is clean, or its last answer after `timeout` s. Things happen after
+    the driver's last ticket that it does not count: dispatch's sweeper publishes overdue
+    notices, consumers commit offsets just after their effects. Lag must come back to zero,
+    not be zero at one instant."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await audit(settings)
+        if clean(found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(1.0)  # the poll interval of a wait on a condition
+
+
 async def dead_letter_count(settings: Settings) -> int:
-    """Records in every dead-letter topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """Records in the stack's dead-letter topics."""
+    from aiokafka import AIOKafkaConsumer
 
     probe = AIOKafkaConsumer(**connection_options(settings))
     await probe.start()
     try:
-        topics = [t for t in await probe.topics() if t.endswith(".dlq")]
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in probe.partitions_for_topic(t) or ()
-        ]
+        # This stack's own (a cluster may hold other stacks' topics, under other prefixes).
+        topics = [dlq_topic(settings.topic(name)) for name in PUBLISHERS]
+        found = await topic_partitions(probe, topics)
+        partitions = [tp for tps in found.values() for tp in tps]
         if not partitions:
             return 0
-        ends = await probe.end_offsets(partitions)
         starts = await probe.beginning_offsets(partitions)
+        ends = await end_offsets(probe, partitions)
         return sum(ends[tp] - starts[tp] for tp in partitions)
     finally:
         await probe.stop()
@@ -526,14 +618,43 @@ async def chaos(
     pause: float,
     data_dir: Path,
     say: Say = print,
+    broker: Broker = "tansu",
+    cluster: RunningKafkaCluster | None = None,
 ) -> dict[str, Any]:
     """One run: start the stack, drive it while injecting the plan's faults, drain, audit.
-    Returns the report (also for JSON); `report["ok"]` says whether all checks passed."""
-    faults = plan(seed, short=short)
-    say(f"chaos: seed {seed}, {tickets} tickets at {rate:g}/s, {len(faults)} faults")
-    stack = StackUnderTest(data_dir)
+    Returns the report (also for JSON); `report["ok"]` says whether all checks passed.
+
+    On Kafka, `cluster` is a running cluster to use (its killed broker is started again
+    before this returns); without one, a cluster of three is started in `data_dir`."""
+    faults = plan(seed, short=short, broker=broker)
+    say(f"chaos: seed {seed}, {tickets} tickets at {rate:g}/s, {len(faults)} faults, on {broker}")
+    with contextlib.ExitStack() as cleanup:
+        if broker == "tansu":
+            cluster = None
+        elif cluster is None:
+            # Blocks the loop while three JVMs start: nothing else runs yet.
+            cluster = start_kafka_cluster(data_dir / "kafka")
+            cleanup.callback(cluster.stop)
+            say(f"kafka: three brokers on {cluster.bootstrap_servers}")
+        return await _run(
+            StackUnderTest(data_dir, cluster), faults, seed, short, tickets, rate, pause, say
+        )
+
+
+async def _run(
+    stack: StackUnderTest,
+    faults: list[Fault],
+    seed: int,
+    short: bool,
+    tickets: int,
+    rate: float,
+    pause: float,
+    say: Say,
+) -> dict[str, Any]:
+    data_dir = stack.data_dir
     observed = Observed()
     await stack.start()
+    injector = Injector(stack, observed, say)
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_backlog(stack, observed, stop))
     try:
@@ -542,7 +663,6 @@ async def chaos(
         config = RunConfig(
             tickets=tickets, rate=rate, seed=seed, settle_timeout=240, not_known_timeout=180
         )
-        injector = Injector(stack, observed, say)
         async with open_clients(endpoints, 30.0, keys) as clients:
             injecting = asyncio.create_task(injector.run(faults, pause))
             result = await simulate(config, clients, say=say)
@@ -554,15 +674,21 @@ async def chaos(
             )
             result = replace(result, comparison=comparison)
         observed.drain_after_last_fault_seconds = round(waited, 1)
-        found = await audit(stack.settings())
+        found = await settled_audit(stack.settings())
+        events = await events_published(stack.settings())
     finally:
         stop.set()
         await watcher
         code = await stack.stop()
+        if injector.leaders is not None and injector.leaders.victim is not None:
+            await injector.leaders.start_again()  # a run that failed half-way
     report = {
         "seed": seed,
         "short": short,
+        "broker": "kafka" if stack.kafka is not None else "tansu",
         "tickets_sent": len(result.sent),
+        "events_published": events,
+        "kafka": observed.kafka,
         "driver_failures": [str(f) for f in result.failures],
         "faults": observed.faults,
         "peak_backlog": observed.peak_backlog,
@@ -590,6 +716,7 @@ def render(report: dict[str, Any], say: Say = print) -> None:
             f"  t+{fault['at_seconds']:>6.1f}s  {what:<40} recovered in "
             f"{fault['recovered_after_seconds']:.1f}s  ({fault['note']})"
         )
+    say(f"tickets: {report['tickets_sent']}, events published: {report['events_published']}")
     say(f"peak backlog: {report['peak_backlog']} events (t+{report['peak_backlog_at_seconds']}s)")
     say(
         "time until /rates matched: "
@@ -623,8 +750,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=13.0, help="tickets started a second")
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between faults")
     parser.add_argument("--data-dir", type=Path, default=Path(".hotline-chaos"))
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="kafka: a three-broker Apache Kafka cluster (java 17+, mvn) instead of tansu",
+    )
     parser.add_argument("--json", type=Path, default=Path("chaos-result.json"))
     args = parser.parse_args(argv)
+    # A killed broker makes every client of this process log each refused connection.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     data_dir = args.data_dir.resolve()
     if data_dir.exists():
         import shutil
@@ -638,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate,
             pause=args.pause,
             data_dir=data_dir,
+            broker=args.broker,
         )
     )
     render(report)

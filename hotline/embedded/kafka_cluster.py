@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -54,7 +54,7 @@ KAFKA_DIR = Path(__file__).resolve().parents[2] / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 BROKER_PROPERTIES = KAFKA_DIR / "broker.properties"
 
-JVM_OPTIONS = ("-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
+JVM_OPTIONS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
 """A modest heap per node: three JVMs share a small machine."""
 
 SMALL_MACHINE: Mapping[str, str] = {
@@ -347,13 +347,35 @@ class RunningKafkaCluster:
 
     def start_node(self, index: int, *, ready_timeout: float = 90.0) -> None:
         """Start a stopped node again on its own ports; return once every node answers for it."""
-        node = self.nodes[index]
-        if node.pid is not None:
-            raise EmbeddedStartError(f"kafka node {index} is running (pid {node.pid})")
+        node = self._stopped(index)
         deadline = time.monotonic() + ready_timeout
         process, _ = start_server(partial(self._launch, node, self.broker_ids), node.port, deadline)
         node.process = process
         log.info("kafka node %d ready again on %s (pid %d)", index, node.address, process.pid)
+
+    def launch_node(self, index: int) -> Callable[[], bool]:
+        """Start a stopped node again without waiting for it (a JVM takes seconds to join,
+        and an event loop must not block that long). Returns a check, blocking for up to a
+        second, that is true once the node lists every broker; it raises EmbeddedStartError
+        if the node exited. Call this from the thread that outlives the node (see
+        `pdeathsig_preexec`); the check may run in any thread."""
+        node = self._stopped(index)
+        launch = self._launch(node, self.broker_ids, node.port)
+        process, offset = spawn(launch)
+        node.process = process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise exit_failure(launch, process, offset, port_was_chosen=False)
+            return launch.is_ready(process)
+
+        return ready
+
+    def _stopped(self, index: int) -> KafkaNode:
+        node = self.nodes[index]
+        if node.pid is not None:
+            raise EmbeddedStartError(f"kafka node {index} is running (pid {node.pid})")
+        return node
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """SIGTERM every node at once, SIGKILL those still running after `timeout`. Idempotent."""

@@ -30,6 +30,7 @@ def own_broker():
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.mark.embedded  # it freezes a tansu of its own; on Kafka: test_kafka_chaos.py
 async def test_tickets_taken_while_the_broker_is_paused_are_published_once_it_resumes(
     infra, database, own_broker
 ):

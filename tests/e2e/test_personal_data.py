@@ -31,7 +31,7 @@ from shared.settings import Settings
 from tests.e2e.test_stack import SERVICES, StackProcess
 from tests.support import eventually, headers_of, read_topic
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded]
 
 PHONE = "+86 139-8765-4321"
 MASKED = "139****4321"

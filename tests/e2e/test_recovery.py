@@ -20,7 +20,7 @@ from tests.e2e.test_intake import ticket
 from tests.e2e.test_stack import StackProcess, descendants
 from tests.support import eventually, scratch_dir
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded]
 
 
 def record(stack: StackProcess, name: str) -> dict:

@@ -17,7 +17,7 @@ from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing
 from tests.e2e.test_intake import ticket
 from tests.support import eventually, read_topic, scratch_dir
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded]
 
 SERVICES = ("intake", "dispatch", "followup", "metrics")
 

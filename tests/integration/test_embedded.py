@@ -31,7 +31,7 @@ from hotline.embedded import (
     start_postgres,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

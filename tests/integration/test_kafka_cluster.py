@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError
@@ -247,8 +247,9 @@ def make_certificates(folder: Path) -> Certificates:
 
 
 @dataclass(frozen=True)
-class SecureCluster:
-    """A one-node cluster of this module's own with a SASL_SSL listener."""
+class OneNode:
+    """A one-node cluster of this module's own, with a PLAINTEXT listener and one that
+    requires SASL_SSL."""
 
     cluster: RunningKafkaCluster
     listener: SaslSslListener
@@ -257,6 +258,9 @@ class SecureCluster:
 
 
 ONE_NODE = {
+    # Retention enforced within a second (Kafka checks every 5 minutes by default), so that
+    # the retention test sees it.
+    "log.retention.check.interval.ms": "1000",
     "default.replication.factor": "1",
     "min.insync.replicas": "1",
     "offsets.topic.replication.factor": "1",
@@ -265,13 +269,14 @@ ONE_NODE = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
 }
-"""The project's broker settings scaled down to a single node."""
+"""The project's broker settings scaled down to a single node, with a fast retention check."""
 
 
 @pytest.fixture(scope="module")
-def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneNode]:
     """One node (a second three-node cluster beside the session's would crowd two cores)
-    whose extra listener requires SASL_SSL, with a CA and certificate made for it."""
+    whose extra listener requires SASL_SSL, with a CA and certificate made for it, and whose
+    retention is enforced every second."""
     folder = tmp_path_factory.mktemp("kafka-sasl-ssl")
     certificates = make_certificates(folder / "tls")
     password = secrets.token_urlsafe(16)
@@ -289,13 +294,13 @@ def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureC
         folder / "kafka", brokers=1, settings_path=settings_path, sasl_ssl=listener
     )
     try:
-        yield SecureCluster(cluster, listener, certificates, password)
+        yield OneNode(cluster, listener, certificates, password)
     finally:
         cluster.stop()
 
 
 def _secure_settings(
-    infra: Infra, database: str, secure: SecureCluster, mechanism: str, password: str
+    infra: Infra, database: str, secure: OneNode, mechanism: str, password: str
 ) -> Settings:
     return settings_for(
         infra,
@@ -313,9 +318,9 @@ def _secure_settings(
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
 async def test_the_services_work_through_a_listener_that_requires_sasl_ssl(
-    infra: Infra, database: str, secure_cluster: SecureCluster, mechanism: str
+    infra: Infra, database: str, one_node: OneNode, mechanism: str
 ) -> None:
-    settings = _secure_settings(infra, database, secure_cluster, mechanism, secure_cluster.password)
+    settings = _secure_settings(infra, database, one_node, mechanism, one_node.password)
     async with AsyncExitStack() as stack:
         # One after the other: their migrations share Alembic's global state.
         intake = await stack.enter_async_context(
@@ -343,11 +348,11 @@ async def test_the_services_work_through_a_listener_that_requires_sasl_ssl(
 async def test_a_wrong_password_is_refused(
     infra: Infra,
     database: str,
-    secure_cluster: SecureCluster,
+    one_node: OneNode,
     mechanism: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = _secure_settings(infra, database, secure_cluster, mechanism, "not-the-password")
+    settings = _secure_settings(infra, database, one_node, mechanism, "not-the-password")
     with caplog.at_level(logging.ERROR, logger="aiokafka"):
         async with asyncio.timeout(60):
             with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
@@ -355,3 +360,51 @@ async def test_a_wrong_password_is_refused(
     # The TLS handshake succeeded; the broker refused the credentials.
     refusals = [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")]
     assert any("authentication failed" in m.lower() for m in refusals), refusals
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+async def test_a_topic_keeps_its_records_only_as_long_as_its_retention(
+    infra: Infra, one_node: OneNode
+) -> None:
+    """Apache Kafka deletes records older than the topic's `retention.ms` (the services set
+    it from HOTLINE_TOPIC_RETENTION_MS); tansu's memory storage keeps them until it stops.
+    An event deleted before its consumers read it is lost to them: the retention must
+    outlast any outage of a consumer (README "What each broker guarantees")."""
+    settings = settings_for(
+        infra,
+        infra.database_url,
+        kafka_bootstrap_servers=one_node.cluster.bootstrap_servers,
+        topic_replication_factor=1,
+        topic_retention_ms=3000,
+        topic_partitions=1,
+    )
+    topic = settings.topic("intake")
+    await ensure_topics(settings, [topic])
+    config = await _topic_config(settings.kafka_bootstrap_servers, topic)
+    assert config["retention.ms"] == "3000"
+
+    producer = make_producer(settings, client_id="retention-test")
+    await producer.start()
+    try:
+        for n in range(20):
+            await (await producer.send(topic, key=f"old{n}".encode(), value=b"x"))
+    finally:
+        await producer.stop()
+    partition = TopicPartition(topic, 0)
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await probe.start()
+    try:
+        assert (await probe.beginning_offsets([partition]))[partition] == 0
+        assert (await probe.end_offsets([partition]))[partition] == 20
+
+        async def deleted() -> bool:
+            return (await probe.beginning_offsets([partition]))[partition] == 20
+
+        # The broker rolls the expired active segment and deletes it: a few seconds.
+        await eventually(deleted, timeout=60, message="records older than the retention gone")
+        assert (await probe.end_offsets([partition]))[partition] == 20  # offsets go on
+    finally:
+        await probe.stop()
+    assert await read_topic(settings.kafka_bootstrap_servers, topic, timeout=2) == []

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from hotline.chaos import Fault, plan
 from hotline.supervisor import ProcessRecord, RestartPolicy, StackStatus
 from shared.faults import FAULT_DIR_ENV
@@ -83,6 +85,34 @@ def test_a_chaos_plan_is_reproducible_and_covers_every_fault():
         )
     short = plan(1, short=True)
     assert sorted(f.kind for f in short) == ["broker-kill"] + ["kill"] * 4
+
+
+def _processes(faults: list[Fault], service: str) -> list[int]:
+    """How many processes of `service` run after each fault of the plan."""
+    count, counts = 1, []
+    for fault in faults:
+        if fault.target == service and fault.kind in ("replica-join", "replica-leave"):
+            count += 1 if fault.kind == "replica-join" else -1
+        counts.append(count)
+    return counts
+
+
+@pytest.mark.parametrize("short", [True, False])
+def test_the_kafka_plan_scales_to_three_while_the_busiest_broker_is_down_and_back_to_one(short):
+    faults = plan(7, short=short, broker="kafka")
+    kinds = [fault.kind for fault in faults]
+    assert kinds.count("leader-kill") == kinds.count("leader-start") == 1
+    down = range(kinds.index("leader-kill"), kinds.index("leader-start"))
+    for service in ("dispatch", "metrics"):
+        counts = _processes(faults, service)
+        assert max(counts) == 3
+        assert counts[-1] == 1
+        assert min(counts) >= 1
+        assert any(counts[i] == 3 for i in down), f"{service} never at three while down"
+    assert not {"broker-kill", "broker-pause", "postgres-restart", "db-cut"} & set(kinds)
+    if not short:
+        for service in ("intake", "dispatch", "followup", "metrics"):
+            assert Fault("kill", service) in faults
 
 
 def _pass_crash_point(fault_dir, arm: str) -> int:

@@ -717,6 +717,14 @@ def render(report: dict[str, Any], say: Say = print) -> None:
             f"{fault['recovered_after_seconds']:.1f}s  ({fault['note']})"
         )
     say(f"tickets: {report['tickets_sent']}, events published: {report['events_published']}")
+    kill, back = (report["kafka"].get(k) for k in ("leader_kill", "leader_start"))
+    if kill:
+        say(
+            f"kafka: node {kill['node_id']} (leader of {kill['partitions_led']} of "
+            f"{kill['partitions']} partitions) killed; every partition had a live leader "
+            f"{kill['seconds_without_a_leader']} s later"
+            + (f"; back in sync {back['in_sync_after_seconds']} s after its start" if back else "")
+        )
     say(f"peak backlog: {report['peak_backlog']} events (t+{report['peak_backlog_at_seconds']}s)")
     say(
         "time until /rates matched: "

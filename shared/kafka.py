@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -115,10 +114,10 @@ async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProdu
         await producer.start()
         return producer
     except KafkaConnectionError:
-        await _close(producer)
+        await close_client(producer, client_id)
         raise
     except KafkaError as exc:
-        await _close(producer)
+        await close_client(producer, client_id)
         if settings.kafka_idempotent_producer != "auto":
             raise
         log.warning(
@@ -130,16 +129,26 @@ async def start_producer(settings: Settings, *, client_id: str) -> AIOKafkaProdu
     try:
         await producer.start()
     except BaseException:
-        await _close(producer)
+        await close_client(producer, client_id)
         raise
     return producer
 
 
-async def _close(client: AIOKafkaProducer | AIOKafkaConsumer, timeout: float = 10.0) -> None:
-    """Stop a client that may never have connected, within `timeout` seconds."""
-    with contextlib.suppress(Exception):
+async def close_client(
+    client: AIOKafkaProducer | AIOKafkaConsumer, client_id: str, timeout: float = 10.0
+) -> None:
+    """Stop a client (also one that never connected) within `timeout` seconds: with the
+    broker gone, aiokafka's `stop()` would retry without end."""
+    try:
         async with asyncio.timeout(timeout):
             await client.stop()
+    except TimeoutError:
+        log.warning(
+            "Kafka client did not close in time (broker away?); abandoning it",
+            extra={"client_id": client_id, "timeout_seconds": timeout},
+        )
+    except Exception as exc:  # closing a client that never connected
+        log.debug("client stop failed", extra={"error": repr(exc)})
 
 
 async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> None:
@@ -261,15 +270,5 @@ class KafkaClients:
         and outbox rows are marked published only after the broker acknowledged them.
         """
         for client in (self._consumer, self._producer):
-            if client is None:
-                continue
-            try:
-                async with asyncio.timeout(timeout):
-                    await client.stop()
-            except TimeoutError:
-                log.warning(
-                    "Kafka client did not close in time (broker away?); abandoning it",
-                    extra={"client_id": self._client_id, "timeout_seconds": timeout},
-                )
-            except Exception as exc:  # closing a client that never connected
-                log.debug("client stop failed", extra={"error": repr(exc)})
+            if client is not None:
+                await close_client(client, self._client_id, timeout)

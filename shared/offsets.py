@@ -9,7 +9,7 @@ give the same, right answer (they differ in two places):
   fetch's high watermark is right on both, so probes read it from a fetch (`end_offsets`),
   and a group member takes the larger of the two (`member_end_offsets`).
 
-tests/integration/test_consumer_lag.py checks both on both brokers.
+tests/integration/test_offsets.py checks both on both brokers.
 """
 
 from __future__ import annotations

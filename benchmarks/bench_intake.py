@@ -1,0 +1,253 @@
+"""How fast is `POST /tickets`, against a bare FastAPI + asyncpg app writing the same two rows
+(`benchmarks/baseline_intake.py`) in the same run?
+
+Starts a broker and PostgreSQL of its own (the embedded ones), intake as `python -m
+services.intake` and the baseline under uvicorn, one process each, then loads them with
+`wrk` in turns (baseline, intake, baseline, intake, ...) so that both see the same machine.
+Prints one JSON object: each run's requests/s and p50/p99 latency, the medians, and the
+ratios intake/baseline, with the machine and versions.
+
+    .venv/bin/python -m benchmarks.bench_intake                  # 3 rounds of 20 s each
+    .venv/bin/python -m benchmarks.bench_intake --rounds 5 --seconds 30 --connections 32
+
+Needs `wrk` (Debian: apt-get install wrk). Intake's per-key rate limit is lifted for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hotline.embedded import free_port, start_broker, start_postgres
+from shared.auth.keyfile import generate_entries, import_entries
+from shared.auth.store import standalone_key_store
+from shared.settings import Settings
+
+BODY = {
+    "city": "沈阳",
+    "channel": "phone",
+    "scenario": "社保查询",
+    "category": "consultation",
+    "content": "医保卡丢了怎么补办？",
+    "citizen_phone": "+86 138-1234-5678",
+    "call": {"answered": True, "wait_seconds": 12.5, "resolved_at_first_contact": False},
+}
+
+
+@dataclass
+class Run:
+    """One wrk run against one target."""
+
+    target: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    """Non-2xx answers and socket errors: a run with any is not a valid figure."""
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _millis(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(target: str, output: str) -> Run:
+    """The figures of `wrk --latency` output."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        errors += sum(int(n) for n in found.groups())
+    return Run(target, rps, p50, p99, requests, errors)
+
+
+def wrk(url: str, token: str, seconds: int, connections: int, folder: Path) -> str:
+    """Run wrk against `url` with the ticket body; its text output."""
+    script = folder / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        # A long bracket: the UTF-8 body as it is (LuaJIT reads no \u escapes).
+        f"wrk.body = [==[{json.dumps(BODY, ensure_ascii=False)}]==]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    )
+    command = [
+        "wrk",
+        "--latency",
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer")
+
+
+async def store_key(settings: Settings) -> str:
+    """An evaluator's key stored for intake (its schema exists once intake has migrated)."""
+    entries = [e for e in generate_entries([], label="bench") if e.role == "evaluator"]
+    async with standalone_key_store(settings) as store:
+        await import_entries(store, entries)
+    return entries[0].token
+
+
+def machine() -> dict[str, Any]:
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("fastapi", "uvicorn", "asyncpg", "sqlalchemy")},
+    }
+
+
+def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (Debian: apt-get install wrk)")
+    folder = Path(tempfile.mkdtemp(prefix="hotline-bench-intake-"))
+    folder.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
+    broker = start_broker(folder)
+    postgres = start_postgres(folder)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        intake_port, baseline_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "DATABASE_URL": postgres.url,
+            "HOTLINE_DATA_DIR": str(folder / "data"),
+            "HOTLINE_INTAKE_PORT": str(intake_port),
+            "HOTLINE_LOG_LEVEL": "WARNING",
+            "HOTLINE_RATE_LIMIT": "1000000/second",
+            "HOTLINE_KAFKA_IDEMPOTENT_PRODUCER": "false",
+        }
+        log = (folder / "servers.log").open("ab")
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.intake"], env=env, stdout=log, stderr=log
+            )
+        )
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "benchmarks.baseline_intake:app",
+                    "--host", "127.0.0.1", "--port", str(baseline_port),
+                    "--log-level", "warning", "--no-access-log",
+                ],
+                env=env, stdout=log, stderr=log,
+            )
+        )  # fmt: skip
+        intake = f"http://127.0.0.1:{intake_port}"
+        baseline = f"http://127.0.0.1:{baseline_port}"
+        wait_answering(f"{intake}/readyz", children[0])
+        wait_answering(f"{baseline}/docs", children[1])
+        token = asyncio.run(store_key(Settings(database_url=postgres.url)))
+        check = httpx.post(
+            f"{intake}/tickets", json=BODY, headers={"Authorization": f"Bearer {token}"}
+        )
+        check.raise_for_status()
+        # A short warm-up of each, not counted.
+        for url in (baseline, intake):
+            wrk(f"{url}/tickets", token, 3, connections, folder)
+        runs: list[Run] = []
+        for _ in range(rounds):
+            for name, url in (("baseline", baseline), ("intake", intake)):
+                runs.append(
+                    parse_wrk(name, wrk(f"{url}/tickets", token, seconds, connections, folder))
+                )
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        broker.stop()
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def median(target: str, field: str) -> float:
+        values = [float(getattr(r, field)) for r in runs if r.target == target]
+        return round(statistics.median(values), 2)
+
+    summary = {
+        target: {f: median(target, f) for f in ("requests_per_second", "p50_ms", "p99_ms")}
+        for target in ("baseline", "intake")
+    }
+    return {
+        "benchmark": "intake POST /tickets vs bare FastAPI + asyncpg (ticket + outbox rows)",
+        "connections": connections,
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "machine": machine(),
+        "runs": [asdict(r) for r in runs],
+        "median": summary,
+        "ratio_requests_per_second": round(
+            summary["intake"]["requests_per_second"] / summary["baseline"]["requests_per_second"], 3
+        ),
+        "ratio_p99": round(summary["intake"]["p99_ms"] / summary["baseline"]["p99_ms"], 2),
+        "errors": sum(r.errors for r in runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv)
+    result = bench(args.rounds, args.seconds, args.connections)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

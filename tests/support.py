@@ -249,16 +249,16 @@ async def read_topic(
         await consumer.stop()
 
 
-def submitted_event(ticket_id: str) -> TicketSubmitted:
-    """A ticket as intake announces it: submitted an hour ago, answered, solved at first
-    contact (so a callback is due)."""
+def submitted_event(ticket_id: str, ago: timedelta = timedelta(hours=1)) -> TicketSubmitted:
+    """A ticket as intake announces it: submitted `ago` (an hour ago), answered, solved at
+    first contact (so a callback is due)."""
     return TicketSubmitted(
         ticket_id=ticket_id,
         city="沈阳",
         channel="phone",
         scenario="供暖",
         category="complaint",
-        submitted_at=datetime.now(UTC) - timedelta(hours=1),
+        submitted_at=datetime.now(UTC) - ago,
         call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=True),
     )
 

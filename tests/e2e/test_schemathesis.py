@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import hypothesis
@@ -29,11 +29,10 @@ from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 
 from shared.auth.keyfile import KeyRing
-from shared.events import CallOutcome, TicketSubmitted
 from shared.names import SERVICE_NAMES, Role
 from shared.settings import Settings
 from tests.e2e.test_access import POLICY
-from tests.support import load_app, publish, scratch_dir, stored_keys
+from tests.support import load_app, publish, scratch_dir, stored_keys, submitted_event
 
 pytestmark = [
     pytest.mark.e2e,
@@ -121,15 +120,7 @@ async def announce_ticket(settings: Settings, ticket_id: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
     try:
-        event = TicketSubmitted(
-            ticket_id=ticket_id,
-            city="沈阳",
-            channel="phone",
-            scenario="供暖",
-            category="complaint",
-            submitted_at=datetime.now(UTC) - timedelta(days=1),
-            call=CallOutcome(answered=True, wait_seconds=8, resolved_at_first_contact=True),
-        )
+        event = submitted_event(ticket_id, ago=timedelta(days=1))
         await publish(producer, settings.topic("intake"), event)
     finally:
         await producer.stop()

@@ -19,22 +19,20 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks.common import machine, stop_all
 from hotline.embedded import free_port, start_broker, start_postgres
 from shared.auth.keyfile import generate_entries, import_entries
 from shared.auth.store import standalone_key_store
@@ -134,20 +132,6 @@ async def store_key(settings: Settings) -> str:
     return entries[0].token
 
 
-def machine() -> dict[str, Any]:
-    memory_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory_kb / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "versions": {p: version(p) for p in ("fastapi", "uvicorn", "asyncpg", "sqlalchemy")},
-    }
-
-
 def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
@@ -203,13 +187,7 @@ def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
                     parse_wrk(name, wrk(f"{url}/tickets", token, seconds, connections, folder))
                 )
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
         broker.stop()
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)

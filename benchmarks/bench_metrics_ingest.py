@@ -1,12 +1,16 @@
-"""How fast the metrics service applies events, against the bare consumer loop.
+"""How fast metrics applies events: one replica, two replicas, against its consumer loop with
+no-op handlers and a bare aiokafka consumer, in the same run.
 
 Publishes the events of N tickets (submitted, a transfer, a work order, its first reply, a
-callback: five events a ticket) straight to the topics, then times the metrics service
-applying all of them from a cold start; the baseline is the same consumer loop with
-handlers that do nothing but record the event as processed, in the same run. Needs a
-broker and PostgreSQL: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or local ones it starts.
+callback: five events a ticket) straight to the topics, once per variant (each has its own
+topics, consumer group and database), then starts the variant's worker processes
+(`benchmarks.metrics_worker`) and times them from the first event applied to the last, so
+the start, migrations and group join are left out. Each variant runs `--rounds` times; the
+result gives each figure's median, lowest and highest, and checks that the cells count every
+ticket. Needs a broker and PostgreSQL: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or local ones
+it starts.
 
-    .venv/bin/python -m benchmarks.bench_metrics_ingest --tickets 2000
+    .venv/bin/python -m benchmarks.bench_metrics_ingest --tickets 10000 --rounds 3
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -26,14 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
-import services.metrics
+from benchmarks.common import machine, spread, stop_all
 from hotline.embedded import start_broker, start_postgres
-from services.metrics.app import create_app
-from shared.app import ServiceDeps, create_service_app
-from shared.db import Transaction
 from shared.envelope import encode, event_data
 from shared.events import (
     CallbackLogged,
@@ -46,8 +49,6 @@ from shared.events import (
 )
 from shared.kafka import ensure_topics, start_producer
 from shared.names import ServiceName
-from shared.projections import Projections
-from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 
 
@@ -143,28 +144,6 @@ async def publish(settings: Settings, tickets: int) -> int:
         await producer.stop()
 
 
-async def processed_count(runtime: Runtime) -> int:
-    async with runtime.database.engine.connect() as connection:
-        result = await connection.execute(sa.text("SELECT count(*) FROM processed_events"))
-        return int(result.scalar_one())
-
-
-async def time_until_applied(app: Any, events: int, timeout: float = 1800) -> float:
-    started = time.perf_counter()
-    async with app.router.lifespan_context(app):
-        runtime = app.state.runtime
-        deadline = time.monotonic() + timeout
-        while await processed_count(runtime) < events:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"not applied within {timeout}s")
-            await asyncio.sleep(0.2)
-        return time.perf_counter() - started
-
-
-async def record_only(tx: Transaction, event: Event) -> None:
-    """The baseline handler: nothing but the loop's own bookkeeping."""
-
-
 @contextlib.asynccontextmanager
 async def servers() -> AsyncIterator[tuple[str, str]]:
     """Existing servers from the environment, or local ones for the run."""
@@ -210,55 +189,138 @@ def bench_settings(kafka: str, database: str) -> Settings:
     )
 
 
-def baseline_app(settings: Settings) -> Any:
-    """The metrics consumer with handlers that do nothing: the loop's own cost."""
-    events = (
-        TicketSubmitted,
-        TransferAttempted,
-        WorkOrderCreated,
-        WorkOrderReplied,
-        CallbackLogged,
-    )
-    projections = Projections[Transaction]()
-    for event in events:
-        projections.on(event)(record_only)
-    spec = ServiceSpec(
-        name="metrics",
-        title="baseline",
-        migrations=Path(services.metrics.__file__).parent / "migrations",
-        routers=[],
-        publishes=False,
-        consumes=("intake", "dispatch", "followup"),
-        projections=projections,
-    )
-    runtime = Runtime(spec, settings)
-    deps = ServiceDeps(database=runtime.database, settings=settings, auth=runtime.auth)
-    return create_service_app(runtime, deps)
+async def processed_count(connection: asyncpg.Connection) -> int:
+    return int(await connection.fetchval("SELECT count(*) FROM metrics.processed_events"))
 
 
-async def run(tickets: int) -> dict[str, Any]:
-    async with servers() as (kafka, database):
-        metrics = bench_settings(kafka, await fresh_database(database))
-        baseline = bench_settings(kafka, await fresh_database(database))
-        events = await publish(metrics, tickets)
-        await publish(baseline, tickets)
-        baseline_seconds = await time_until_applied(baseline_app(baseline), events)
-        metrics_seconds = await time_until_applied(create_app(metrics), events)
+async def cells_exact(connection: asyncpg.Connection, tickets: int) -> bool:
+    """The all-time total of tickets in the cells is the number published."""
+    total = await connection.fetchval(
+        "SELECT sum(tickets) FROM metrics.rate_cells WHERE grouping_set = 0 AND grain = 'all'"
+    )
+    return bool(total == tickets)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
     return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "HOTLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "HOTLINE_DATA_DIR": str(settings.data_dir),
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_KAFKA_IDEMPOTENT_PRODUCER": "false",
+    }
+
+
+async def applied_rate(
+    settings: Settings, events: int, replicas: int, *, noop: bool, timeout: float = 1800
+) -> tuple[float, asyncpg.Connection]:
+    """Events/s of `replicas` worker processes, from the first event applied to the last (the
+    start, migrations and group join are not counted)."""
+    command = [sys.executable, "-m", "benchmarks.metrics_worker", *(["--noop"] if noop else [])]
+    env = worker_env(settings)
+    workers = [subprocess.Popen(command, env=env) for _ in range(replicas)]  # noqa: ASYNC220
+    connection = await asyncpg.connect(
+        make_url(settings.database_url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        while True:
+            if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                raise SystemExit(f"not applied within {timeout}s, or a worker exited")
+            try:
+                count = await processed_count(connection)
+            except asyncpg.UndefinedTableError:
+                count = 0  # not migrated yet
+            now = time.perf_counter()
+            if count and first is None:
+                first = (now, count)
+            if count >= events and first is not None:
+                return (events - first[1]) / (now - first[0]), connection
+            await asyncio.sleep(0.05)
+    finally:
+        stop_all(workers)
+
+
+async def kafka_alone_rate(settings: Settings, events: int) -> float:
+    """Records/s of a bare aiokafka consumer reading the same topics (no group, no database)."""
+    topics = [settings.topic(owner) for owner in ("intake", "dispatch", "followup")]
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        seen, first, first_batch = 0, 0.0, 0
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            got = sum(len(records) for records in batches.values())
+            if got and not seen:
+                first, first_batch = time.perf_counter(), got
+            seen += got
+        return (events - first_batch) / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+VARIANTS = ("kafka_alone", "noop_loop", "metrics_1", "metrics_2")
+
+
+async def one_round(kafka: str, database: str, tickets: int) -> dict[str, float | bool]:
+    """Each variant on topics and a database of its own, the same events."""
+    figures: dict[str, float | bool] = {}
+    for variant in VARIANTS:
+        settings = bench_settings(kafka, await fresh_database(database))
+        events = await publish(settings, tickets)
+        if variant == "kafka_alone":
+            figures[variant] = await kafka_alone_rate(settings, events)
+            continue
+        replicas = 2 if variant == "metrics_2" else 1
+        rate, connection = await applied_rate(
+            settings, events, replicas, noop=variant == "noop_loop"
+        )
+        try:
+            figures[variant] = rate
+            if variant != "noop_loop":
+                figures[f"{variant}_exact"] = await cells_exact(connection, tickets)
+        finally:
+            await connection.close()
+    return figures
+
+
+async def run(tickets: int, rounds: int) -> dict[str, Any]:
+    async with servers() as (kafka, database):
+        results = [await one_round(kafka, database, tickets) for _ in range(rounds)]
+    rates = {variant: spread([float(r[variant]) for r in results]) for variant in VARIANTS}
+    return {
+        "benchmark": "metrics events applied per second (real mix: 5 events per ticket)",
         "tickets": tickets,
-        "events": events,
-        "metrics_seconds": round(metrics_seconds, 2),
-        "metrics_events_per_second": round(events / metrics_seconds, 1),
-        "baseline_seconds": round(baseline_seconds, 2),
-        "baseline_events_per_second": round(events / baseline_seconds, 1),
+        "events": tickets * 5,
+        "rounds": rounds,
+        "machine": machine(),
+        "events_per_second": rates,
+        "two_replicas_vs_one": round(
+            rates["metrics_2"]["median"] / rates["metrics_1"]["median"], 2
+        ),
+        "metrics_vs_noop_loop": round(
+            rates["metrics_1"]["median"] / rates["noop_loop"]["median"], 3
+        ),
+        "exact": all(r[k] for r in results for k in r if k.endswith("_exact")),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--tickets", type=int, default=2000)
+    parser.add_argument("--tickets", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.tickets))))
+    result = asyncio.run(run(args.tickets, args.rounds))
+    print(json.dumps(result))
+    raise SystemExit(0 if result["exact"] else 1)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
+import sqlalchemy as sa
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.bus_tables import processed_events
 from shared.db import Transaction, UnitOfWork
@@ -119,20 +119,25 @@ class ProcessedLog(Protocol):
         ...
 
 
+_CLAIM: Final = sa.text(
+    f"INSERT INTO {processed_events.name} (event_id, ce_type)\n"
+    "SELECT * FROM unnest(CAST(:ids AS VARCHAR(64)[]), CAST(:types AS VARCHAR(255)[]))"
+    " ORDER BY 1\n"
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+"""Built once for any number of events (a column of values per parameter); the ids in one
+order, so two replicas claiming the same events wait for one another, never deadlock."""
+
+
 class SqlProcessedLog:
-    """`processed_events`: one multi-row insert claims a whole batch."""
+    """`processed_events`: one insert claims a whole batch."""
 
     async def claim(self, tx: Transaction, events: Sequence[tuple[str, str]]) -> set[str]:
         unique = dict(events)
         if not unique:
             return set()
-        statement = (
-            pg_insert(processed_events)
-            .values([{"event_id": i, "ce_type": t} for i, t in unique.items()])
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(processed_events.c.event_id)
-        )
-        return {row[0] for row in await tx.execute(statement)}
+        parameters = {"ids": list(unique), "types": list(unique.values())}
+        return {row[0] for row in await tx.execute(_CLAIM, parameters)}
 
 
 class KafkaSource:
@@ -514,6 +519,13 @@ class ConsumerLoop:
             for delivery, envelope in decoded:
                 await self._apply_one(uow, delivery, envelope, claimed, outcome, isolate=isolate)
                 crash_point(self._service, "consumer-mid-batch")
+            try:
+                await uow.flush()
+            except Exception as exc:
+                if is_transient(exc) or isolate:
+                    raise
+                raise _FailedForGood from exc
+            crash_point(self._service, "consumer-flushed")
             await uow.commit()
         return outcome
 

@@ -98,10 +98,19 @@ class Transaction:
             raise RuntimeError("transaction used outside `async with`")
         return self._session
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        """Run a Core statement (the bus tables are Core, not SQLModel) in this transaction."""
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result[Any]:
+        """Run a Core statement (the bus tables are Core, not SQLModel) in this transaction,
+        with `parameters` for a statement built once with named bind parameters."""
         connection = await self.session.connection()
-        return await connection.execute(statement)
+        return await connection.execute(statement, parameters)
+
+    async def flush(self) -> None:
+        """Write what the batch's projections gathered instead of writing it event by event.
+
+        Nothing by default; the consumer loop calls it before committing, so that a failure
+        here is handled like a projection's (see `services.metrics.unit_of_work`)."""
 
     async def insert_once(
         self, table: sa.Table | type[SQLModel], key: str, **values: object

@@ -17,9 +17,13 @@ from typing import Literal
 
 FAULT_DIR_ENV = "HOTLINE_FAULT_DIR"
 
-CrashPoint = Literal["relay-published", "consumer-mid-batch", "consumer-applied"]
+CrashPoint = Literal[
+    "relay-published", "consumer-mid-batch", "consumer-flushed", "consumer-applied"
+]
 """After a relay's publish, before it marks the rows; inside a consumer's transaction,
-after its first event; after a consumer's commit, before its offsets are committed."""
+after its first event; inside it, once the whole batch is written (metrics writes a batch
+set-wise at its end), before the commit; after a consumer's commit, before its offsets are
+committed."""
 
 _FAULT_DIR = os.environ.get(FAULT_DIR_ENV)
 

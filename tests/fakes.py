@@ -44,6 +44,9 @@ class FakeUnitOfWork:
             self._working.update(snapshot)
             raise
 
+    async def flush(self) -> None:
+        """Nothing is deferred here: handlers write the working state directly."""
+
     async def commit(self) -> None:
         self.store.clear()
         self.store.update(copy.deepcopy(self._working))

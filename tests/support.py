@@ -8,6 +8,8 @@ import inspect
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -23,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
-from hotline.embedded import start_postgres
+from hotline.embedded import pdeathsig_preexec, start_postgres
 from services.dispatch.app import create_app as create_dispatch
 from services.followup.app import create_app as create_followup
 from services.intake.app import create_app as create_intake
@@ -351,3 +353,51 @@ def problem_of(response: httpx.Response, status: int, code: str | None = None) -
 def problem_fields(response: httpx.Response) -> set[str]:
     """The dotted locations (`body.city`) of the fields an error answer names."""
     return {error["field"] for error in response.json().get("errors", [])}
+
+
+# --- Service processes ----------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Child:
+    """A process this test started, and its log."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return f"--- last lines of {self.name}'s log ---\n" + "\n".join(text[-lines:])
+
+
+def start(name: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
+    """A child in its own session that gets SIGTERM if this process dies."""
+    log_file = log_path.open("wb")
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+        )
+    finally:
+        log_file.close()  # the child has its own copy
+    return Child(name, process, log_path)
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables a service process reads them from."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"HOTLINE_{name.upper()}"] = str(value)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    env["DATABASE_URL"] = settings.database_url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -12,15 +12,18 @@ per group: at most (months + ~60 days) rows per group for a window, one with no 
 
 from __future__ import annotations
 
+import operator
+import random
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
 from services.metrics.models import (
     ALL,
     CELL_DIMENSIONS,
+    CELL_SHARDS,
     callback_facts,
     rate_cells,
     ticket_facts,
@@ -34,7 +37,6 @@ from services.metrics.rates import (
     TICKET_COUNTERS,
     TRANSFER_COUNTERS,
     WORK_ORDER_COUNTERS,
-    ZERO,
     Counts,
 )
 from services.metrics.windows import ALL_TIME, GRAINS, Grain
@@ -52,15 +54,16 @@ class Dims:
     submitted_at: datetime
 
 
-def periods_of(submitted_at: datetime) -> tuple[tuple[Grain, date], ...]:
-    """All time, the month and the day (Asia/Shanghai) a ticket's facts are counted in."""
-    day = local_day(submitted_at)
+def periods_of(day: date) -> tuple[tuple[Grain, date], ...]:
+    """All time, the month and the day (Asia/Shanghai) of a fact's ticket: its cells' periods."""
     return (("all", ALL_TIME), ("month", day.replace(day=1)), ("day", day))
 
 
-@dataclass(frozen=True, order=True)
-class CellKey:
-    """The primary key of one cell."""
+CELL_KEY_COLUMNS: Final = (*CELL_DIMENSIONS, "grain", "period")
+
+
+class CellKey(NamedTuple):
+    """The primary key of one cell (a tuple: cheap to hash and to sort)."""
 
     city: str
     channel: str
@@ -72,57 +75,90 @@ class CellKey:
 
 def cell_keys(dims: Dims, department: str | None) -> list[CellKey]:
     """Every cell a fact goes to; `department` None for a ticket's own (and callback) counters."""
+    day = local_day(dims.submitted_at)
+    return _keys_of(dims.city, dims.channel, dims.scenario, department, day)
+
+
+def _keys_of(
+    city: str, channel: str, scenario: str, department: str | None, day: date
+) -> list[CellKey]:
     departments = (ALL,) if department is None else (department, ALL)
     return [
-        CellKey(city, channel, scenario, dept, grain, period)
-        for grain, period in periods_of(dims.submitted_at)
-        for city in (dims.city, ALL)
-        for channel in (dims.channel, ALL)
-        for scenario in (dims.scenario, ALL)
+        CellKey(city_key, channel_key, scenario_key, dept, grain, period)
+        for grain, period in periods_of(day)
+        for city_key in (city, ALL)
+        for channel_key in (channel, ALL)
+        for scenario_key in (scenario, ALL)
         for dept in departments
     ]
 
 
+_Base = tuple[str, str, str, str | None, date]
+"""A fact's own dimensions, department (None for ticket counters) and day: the facts of a
+batch that share one add to the same cells, so they are summed first and spread once."""
+
+
 class CellDeltas:
     """Changes to cells collected across a batch of events, then written in one statement
-    just before the batch commits (`unit_of_work.MetricsUnitOfWork`)."""
+    (`apply_deltas`). Each fact is summed into its own dimensions and day first; only the
+    sums are spread over the few dozen cells each goes to, as plain lists of numbers in
+    `COUNTERS` order."""
 
     def __init__(self) -> None:
-        self._deltas: dict[CellKey, Counts] = {}
-
-    def merge(self, other: CellDeltas) -> None:
-        """Take in the changes of an event whose savepoint succeeded."""
-        for key, counts in other._deltas.items():
-            self._deltas[key] = self._deltas.get(key, ZERO) + counts
+        self._bases: dict[_Base, list[Any]] = {}
 
     def add(self, dims: Dims, department: str | None, counts: Counts) -> None:
         """Add (or, negative, remove) `counts` in every cell of the fact."""
-        if counts.is_zero():
+        values = counts.values().values()
+        if not any(values):
             return
-        for key in cell_keys(dims, department):
-            self._deltas[key] = self._deltas.get(key, ZERO) + counts
+        base = (dims.city, dims.channel, dims.scenario, department, local_day(dims.submitted_at))
+        sums = self._bases.get(base)
+        if sums is None:
+            self._bases[base] = list(values)
+        else:
+            for i, value in enumerate(values):
+                sums[i] += value
+
+    def _cells(self) -> dict[CellKey, list[Any]]:
+        cells: dict[CellKey, list[Any]] = {}
+        for base, sums in self._bases.items():
+            changed = [(i, value) for i, value in enumerate(sums) if value]
+            if not changed:
+                continue
+            for key in _keys_of(*base):
+                cell = cells.get(key)
+                if cell is None:
+                    cells[key] = list(sums)
+                    continue
+                for i, value in changed:
+                    cell[i] += value
+        return cells
+
+    def _changed(self) -> list[tuple[CellKey, list[Any]]]:
+        changed = [(key, sums) for key, sums in self._cells().items() if any(sums)]
+        return sorted(changed, key=operator.itemgetter(0))
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per changed cell, in key order (a stable lock order)."""
         return [
-            {**_key_values(key), **counts.values()}
-            for key, counts in sorted(self._deltas.items())
-            if not counts.is_zero()
+            {**key._asdict(), **dict(zip(COUNTERS, sums, strict=True))}
+            for key, sums in self._changed()
         ]
 
+    def columns(self) -> dict[str, list[Any]]:
+        """The changed cells as one list per column, in key order; empty if none changed."""
+        changed = self._changed()
+        if not changed:
+            return {}
+        keys = zip(*[key for key, _ in changed], strict=True)
+        sums = zip(*[values for _, values in changed], strict=True)
+        return {
+            **{name: list(values) for name, values in zip(CELL_KEY_COLUMNS, keys, strict=True)},
+            **{name: list(values) for name, values in zip(COUNTERS, sums, strict=True)},
+        }
 
-def _key_values(key: CellKey) -> dict[str, Any]:
-    return {
-        "city": key.city,
-        "channel": key.channel,
-        "scenario": key.scenario,
-        "department": key.department,
-        "grain": key.grain,
-        "period": key.period,
-    }
 
-
-CELL_KEY_COLUMNS: Final = (*CELL_DIMENSIONS, "grain", "period")
 _CELL_COLUMNS: Final = (*CELL_KEY_COLUMNS, *COUNTERS)
 _ARRAY_TYPES: Final = {
     **dict.fromkeys(CELL_DIMENSIONS, "text[]"),
@@ -131,24 +167,49 @@ _ARRAY_TYPES: Final = {
     **{name: "numeric[]" if name in DECIMAL_COUNTERS else "bigint[]" for name in COUNTERS},
 }
 _UPSERT_CELLS: Final = sa.text(
-    f"INSERT INTO rate_cells ({', '.join(_CELL_COLUMNS)})\n"
-    "SELECT * FROM unnest("
+    f"INSERT INTO rate_cells (shard, {', '.join(_CELL_COLUMNS)})\n"
+    "SELECT :shard, * FROM unnest("
     + ", ".join(f"CAST(:{name} AS {_ARRAY_TYPES[name]})" for name in _CELL_COLUMNS)
     + ")\n"
-    f"ON CONFLICT ({', '.join(CELL_KEY_COLUMNS)}) DO UPDATE SET "
+    f"ON CONFLICT ({', '.join(CELL_KEY_COLUMNS)}, shard) DO UPDATE SET "
     + ", ".join(f"{name} = rate_cells.{name} + EXCLUDED.{name}" for name in COUNTERS)
 )
 """One statement for any number of cells (a column of values per parameter), so it is
 prepared once; a multi-row VALUES would be compiled anew for every number of rows."""
 
+_SHARD_LOCK: Final = "hashtext('hotline-metrics-cells:' || current_schema())"
+_FREE_SHARD: Final = sa.text(
+    f"SELECT shard FROM generate_series(0, {CELL_SHARDS - 1}) AS shard"
+    f" WHERE pg_try_advisory_xact_lock({_SHARD_LOCK}, shard) LIMIT 1"
+)
+_WAIT_FOR_SHARD: Final = sa.text(f"SELECT pg_advisory_xact_lock({_SHARD_LOCK}, :shard)")
+_ALL_SHARDS: Final = sa.text(
+    f"SELECT count(pg_advisory_xact_lock({_SHARD_LOCK}, shard))"
+    f" FROM generate_series(0, {CELL_SHARDS - 1}) AS shard"
+)
+
+
+async def lock_shard(tx: Transaction) -> int:
+    """A shard of the cells no other transaction writes until this one ends.
+
+    The first free one, so a single writer always writes shard 0 and readers sum as few
+    rows as there were writers at once; with every shard taken, it waits for one.
+    """
+    free = (await tx.execute(_FREE_SHARD)).scalar()
+    if free is not None:
+        return int(free)
+    shard = random.randrange(CELL_SHARDS)  # noqa: S311 (spreads waiters, not a secret)
+    await tx.execute(_WAIT_FOR_SHARD, {"shard": shard})
+    return shard
+
 
 async def apply_deltas(tx: Transaction, deltas: CellDeltas) -> None:
-    """Add the collected changes to the cells (creating the cells that do not exist yet)."""
-    rows = deltas.rows()
-    if not rows:
+    """Add the collected changes to the cells of a shard this transaction alone writes
+    (creating the cells that do not exist yet there)."""
+    columns = deltas.columns()
+    if not columns:
         return
-    columns = {name: [row[name] for row in rows] for name in _CELL_COLUMNS}
-    await tx.execute(_UPSERT_CELLS.bindparams(**columns))
+    await tx.execute(_UPSERT_CELLS, {"shard": await lock_shard(tx), **columns})
 
 
 # --- Rebuilding the cells from the facts --------------------------------------------------
@@ -209,7 +270,9 @@ def rebuild_cells_sql(grain: Grain) -> str:
 
 
 async def replace_cells(tx: Transaction) -> None:
-    """Replace every cell by the sums of the counted facts (in the caller's transaction)."""
+    """Replace every cell by the sums of the counted facts (in the caller's transaction),
+    all in shard 0; it waits until no other transaction writes any shard."""
+    await tx.execute(_ALL_SHARDS)
     await tx.execute(sa.delete(rate_cells))
     for grain in GRAINS:
         await tx.execute(sa.text(rebuild_cells_sql(grain)))

@@ -4,7 +4,8 @@ Fact tables keep one row per ticket, transfer, work order and callback, upserted
 whatever is known so far; each row also stores the counters it contributes (see `rates`).
 `rate_cells` holds the sums of those counters per cell: a grain and period of the tickets'
 `submitted_at` (all time, month, day in Asia/Shanghai) and a grouping set of city, channel,
-scenario and department, where `""` stands for "all". A fact is in the cells once its
+scenario and department, where `""` stands for "all"; a cell's value is the sum of its rows
+over the `shard`s. A fact is in the cells once its
 ticket is known (`counted`); before that it cannot be attributed to a city.
 
 The tables are SQLAlchemy Core on metrics's own metadata, not SQLModel classes: their
@@ -150,6 +151,9 @@ UNANSWERED_VIEW = "unanswered_work_orders"
 rows and ages of GET /audit/unanswered, for Grafana."""
 
 CELL_DIMENSIONS = ("city", "channel", "scenario", "department")
+CELL_SHARDS = 16
+"""Writers add to the cells in shards of their own (see `cube.lock_shard`), so replicas do
+not wait for one another on the same few all-time cells; readers sum over the shards."""
 
 rate_cells = sa.Table(
     "rate_cells",
@@ -160,6 +164,7 @@ rate_cells = sa.Table(
     sa.Column("department", sa.String(64), primary_key=True),
     sa.Column("grain", sa.String(8), primary_key=True),
     sa.Column("period", sa.Date, primary_key=True),
+    sa.Column("shard", sa.SmallInteger, primary_key=True, server_default="0"),
     sa.Column(
         "grouping_set",
         sa.SmallInteger,

@@ -1,10 +1,10 @@
-"""Metrics's transactions: a consumer batch gathers its cell changes and writes them once.
+"""Metrics's transactions: a consumer batch queues its events and applies them together.
 
-Every event changes a few dozen aggregate cells, most of them the same cells as its batch
-mates'. So the batch's transaction collects the changes (`cells`) and writes them in one
-statement just before it commits; an event applied in a savepoint that fails takes its
-changes back with it. It also remembers whether it holds the one-writer lock, so the lock
-is asked for once per batch, not once per event.
+Applying events one by one costs several round trips and statement builds per event; the
+batch's transaction queues them (`queue`) and `flush` applies them set-wise, just before the
+consumer loop commits. When the loop isolates the events of a failing batch, each one is
+applied in a savepoint of its own and flushed inside it, so an event that fails takes only
+its own changes back with it.
 """
 
 from __future__ import annotations
@@ -13,51 +13,51 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Self
 
-from services.metrics.cube import CellDeltas, apply_deltas
+from services.metrics.fact_store import apply_events
 from shared.db import Transaction, UnitOfWork
+from shared.events import Event
 
 
 class MetricsTransaction(Transaction):
-    """What a metrics projection may use: the batch's transaction and its cell changes."""
+    """What a metrics projection may use: the batch's transaction and its queued events."""
 
-    cells: CellDeltas
-    holds_writer_lock: bool
+    pending: list[Event]
+
+    def queue(self, event: Event) -> None:
+        """Apply `event` with the rest of the batch at the next flush."""
+        self.pending.append(event)
+
+    async def flush(self) -> None:
+        """Apply the queued events set-wise (facts, then cells) in this transaction."""
+        events, self.pending = self.pending, []
+        await apply_events(self, events)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction whose cell changes join the batch's only if it succeeds."""
-        outer_cells, outer_lock = self.cells, self.holds_writer_lock
-        self.cells = CellDeltas()
+        """A nested transaction whose events are applied inside it, or not at all."""
+        outer = self.pending
+        self.pending = []
         try:
             async with super().savepoint():
                 yield
-        except BaseException:
-            # A lock taken inside a rolled-back savepoint is released with it.
-            self.cells, self.holds_writer_lock = outer_cells, outer_lock
-            raise
-        outer_cells.merge(self.cells)
-        self.cells = outer_cells
+                await self.flush()
+        finally:
+            self.pending = outer
 
 
 class MetricsUnitOfWork(UnitOfWork, MetricsTransaction):
-    """The consumer loop's unit of work in metrics: writes the cells, then commits."""
-
-    def _forget(self) -> None:
-        self.cells = CellDeltas()
-        self.holds_writer_lock = False
+    """The consumer loop's unit of work in metrics: applies the queued events, then commits."""
 
     async def __aenter__(self) -> Self:
-        self._forget()
+        self.pending = []
         return await super().__aenter__()
 
     async def commit(self) -> None:
-        """Write the batch's cell changes, then commit them with everything else."""
-        await apply_deltas(self, self.cells)
-        self.cells = CellDeltas()
+        """Apply what is still queued, then commit it with everything else."""
+        await self.flush()
         await super().commit()
-        self.holds_writer_lock = False
 
     async def rollback(self) -> None:
-        """Drop everything, the gathered cell changes included."""
+        """Drop everything, the queued events included."""
         await super().rollback()
-        self._forget()
+        self.pending = []

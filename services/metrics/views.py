@@ -249,15 +249,17 @@ async def awaiting_reply(
 async def outcomes_by_city_and_channel(db: ReadTransaction) -> dict[tuple[str, str], Counts]:
     """All-time counters per (city, channel): the cells of that grouping set."""
     cells = rate_cells.c
-    statement = sa.select(rate_cells).where(
-        cells.grouping_set == grouping_of(True, True, False, False),
-        cells.grain == "all",
-        cells.department == ALL,
+    statement = (
+        sa.select(cells.city, cells.channel, *[sa.func.sum(cells[name]) for name in COUNTERS])
+        .where(
+            cells.grouping_set == grouping_of(True, True, False, False),
+            cells.grain == "all",
+            cells.department == ALL,
+        )
+        .group_by(cells.city, cells.channel)
     )
-    return {
-        (row["city"], row["channel"]): Counts.of(row)
-        for row in (await db.execute(statement)).mappings()
-    }
+    rows = [tuple[Any, ...](row) for row in await db.execute(statement)]
+    return {(row[0], row[1]): Counts.summed(COUNTERS, row[2:]) for row in rows}
 
 
 # --- The audit of unanswered work orders --------------------------------------------------

@@ -19,7 +19,9 @@ from alembic.migration import MigrationContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.commands import rebuild_cells
+from services.metrics.cube import CELL_KEY_COLUMNS
 from services.metrics.models import METADATA, rate_cells
+from services.metrics.rates import COUNTERS
 from shared.events import (
     CallbackLogged,
     CallOutcome,
@@ -218,8 +220,11 @@ async def processed_count(metrics):
 
 
 async def all_cells(uow):
-    rows = await uow.execute(sa.select(rate_cells))
-    return {tuple(row[:6]): tuple(row[7:]) for row in rows}
+    """Every cell's counters, summed over the shards its writers used."""
+    key = [rate_cells.c[name] for name in CELL_KEY_COLUMNS]
+    statement = sa.select(*key, *[sa.func.sum(rate_cells.c[name]) for name in COUNTERS])
+    rows = await uow.execute(statement.group_by(*key))
+    return {tuple(row[:6]): tuple(row[6:]) for row in rows}
 
 
 async def test_out_of_order_and_duplicated_events_are_counted_once_and_exactly(settings, infra):

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from hotline.embedded import free_port, pdeathsig_preexec, terminate
+from hotline.embedded import free_port, terminate
 from hotline.simulator.client import Endpoints, open_clients
 from hotline.simulator.config import RunConfig
 from hotline.simulator.params import SimulatorParams
@@ -40,7 +39,6 @@ from shared.workdays import SHANGHAI
 from tests.grafana import (
     POSTGRES_UID,
     PROMETHEUS_UID,
-    REPO_ROOT,
     RULES_FILE,
     Query,
     all_queries,
@@ -48,7 +46,7 @@ from tests.grafana import (
     promql_for_test,
     sql_for_test,
 )
-from tests.support import eventually, stored_keys
+from tests.support import Child, eventually, service_environment, start, stored_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -56,19 +54,6 @@ LABEL_VALUES = re.compile(r"^label_values\((\w+), (\w+)\)$")
 WINDOW_DAYS_AGO = 60
 """The simulated tickets are submitted in the week starting this many days ago (their
 stories, deadlines included, are over by now); the rate gauges' window reaches back past it."""
-
-
-@dataclass
-class Child:
-    """A process this test started, and its log."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return f"--- last lines of {self.name}'s log ---\n" + "\n".join(text[-lines:])
 
 
 @dataclass
@@ -82,36 +67,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(child.tail() for child in self.children)
-
-
-def start(name: str, command: list[str], log_path: Path, env: dict[str, str]) -> Child:
-    """A child in its own session that gets SIGTERM if this process dies."""
-    log_file = log_path.open("wb")
-    try:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
-        )
-    finally:
-        log_file.close()  # the child has its own copy
-    return Child(name, process, log_path)
-
-
-def service_environment(settings: Settings) -> dict[str, str]:
-    """The settings as the environment variables a service process reads them from."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"HOTLINE_{name.upper()}"] = str(value)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
-    env["DATABASE_URL"] = settings.database_url
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def prometheus_config(stack_dir: Path, settings: Settings) -> Path:

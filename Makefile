@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-tansu test-kafka chaos lint format lock venv clean tools
+.PHONY: run test test-tansu test-kafka chaos bench lint format lock venv clean tools
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ SEED ?= 12345
 BROKER ?= tansu
 chaos: $(STAMP)
 	$(BIN)/python -m hotline.chaos --seed $(SEED) --broker $(BROKER) --json chaos-result.json
+
+# Every benchmark, each over 3 rounds beside its baseline (about 20 minutes; QUICK=1 for a
+# few): a goals table on the terminal and every run in bench-result.json. Needs wrk.
+bench: $(STAMP)
+	@scripts/ensure-bench-tools.sh
+	$(BIN)/python -m benchmarks.run_all $(if $(QUICK),--quick)
 
 # Prometheus and promtool for the alert-rule and dashboard tests (Debian package).
 tools:

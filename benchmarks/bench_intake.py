@@ -19,23 +19,19 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.common import machine, stop_all
+from benchmarks.common import Run, machine, parse_wrk, stop_all, store_key, wait_answering, wrk
 from hotline.embedded import free_port, start_broker, start_postgres
-from shared.auth.keyfile import generate_entries, import_entries
-from shared.auth.store import standalone_key_store
 from shared.settings import Settings
 
 BODY = {
@@ -47,89 +43,6 @@ BODY = {
     "citizen_phone": "+86 138-1234-5678",
     "call": {"answered": True, "wait_seconds": 12.5, "resolved_at_first_contact": False},
 }
-
-
-@dataclass
-class Run:
-    """One wrk run against one target."""
-
-    target: str
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    """Non-2xx answers and socket errors: a run with any is not a valid figure."""
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _millis(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
-
-
-def parse_wrk(target: str, output: str) -> Run:
-    """The figures of `wrk --latency` output."""
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _millis(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _millis(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    errors = 0
-    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
-        errors += int(found.group(1))
-    if found := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    ):
-        errors += sum(int(n) for n in found.groups())
-    return Run(target, rps, p50, p99, requests, errors)
-
-
-def wrk(url: str, token: str, seconds: int, connections: int, folder: Path) -> str:
-    """Run wrk against `url` with the ticket body; its text output."""
-    script = folder / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        # A long bracket: the UTF-8 body as it is (LuaJIT reads no \u escapes).
-        f"wrk.body = [==[{json.dumps(BODY, ensure_ascii=False)}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-    )
-    command = [
-        "wrk",
-        "--latency",
-        "-t2",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "-s",
-        str(script),
-        url,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return done.stdout
-
-
-def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer")
-
-
-async def store_key(settings: Settings) -> str:
-    """An evaluator's key stored for intake (its schema exists once intake has migrated)."""
-    entries = [e for e in generate_entries([], label="bench") if e.role == "evaluator"]
-    async with standalone_key_store(settings) as store:
-        await import_entries(store, entries)
-    return entries[0].token
 
 
 def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
@@ -179,12 +92,14 @@ def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
         check.raise_for_status()
         # A short warm-up of each, not counted.
         for url in (baseline, intake):
-            wrk(f"{url}/tickets", token, 3, connections, folder)
+            wrk(f"{url}/tickets", token, 3, connections, folder, BODY)
         runs: list[Run] = []
         for _ in range(rounds):
             for name, url in (("baseline", baseline), ("intake", intake)):
                 runs.append(
-                    parse_wrk(name, wrk(f"{url}/tickets", token, seconds, connections, folder))
+                    parse_wrk(
+                        name, wrk(f"{url}/tickets", token, seconds, connections, folder, BODY)
+                    )
                 )
     finally:
         stop_all(children)

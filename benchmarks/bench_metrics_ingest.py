@@ -7,7 +7,9 @@ topics, consumer group and database), then starts the variant's worker processes
 (`benchmarks.metrics_worker`) and times them from the first event applied to the last, so
 the start, migrations and group join are left out. Each variant runs `--rounds` times; the
 result gives each figure's median, lowest and highest, and checks that the cells count every
-ticket. Needs a broker and PostgreSQL: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or local ones
+ticket. After the one-replica run, the code of `hotline metrics rebuild` recomputes that
+database from the same topics (start, migrations and swap included), timed in records per
+second. Needs a broker and PostgreSQL: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or local ones
 it starts.
 
     .venv/bin/python -m benchmarks.bench_metrics_ingest --tickets 10000 --rounds 3
@@ -37,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from benchmarks.common import machine, spread, stop_all
 from hotline.embedded import start_broker, start_postgres
+from services.metrics.rebuild import Rebuild
 from shared.envelope import encode, event_data
 from shared.events import (
     CallbackLogged,
@@ -287,6 +290,10 @@ async def one_round(kafka: str, database: str, tickets: int) -> dict[str, float 
             figures[variant] = rate
             if variant != "noop_loop":
                 figures[f"{variant}_exact"] = await cells_exact(connection, tickets)
+            if variant == "metrics_1":
+                report = await Rebuild(settings, batch_size=5000).run()
+                figures["rebuild"] = report.records / report.seconds
+                figures["rebuild_exact"] = await cells_exact(connection, tickets)
         finally:
             await connection.close()
     return figures
@@ -295,7 +302,9 @@ async def one_round(kafka: str, database: str, tickets: int) -> dict[str, float 
 async def run(tickets: int, rounds: int) -> dict[str, Any]:
     async with servers() as (kafka, database):
         results = [await one_round(kafka, database, tickets) for _ in range(rounds)]
-    rates = {variant: spread([float(r[variant]) for r in results]) for variant in VARIANTS}
+    rates = {
+        variant: spread([float(r[variant]) for r in results]) for variant in (*VARIANTS, "rebuild")
+    }
     return {
         "benchmark": "metrics events applied per second (real mix: 5 events per ticket)",
         "tickets": tickets,
@@ -308,6 +317,9 @@ async def run(tickets: int, rounds: int) -> dict[str, Any]:
         ),
         "metrics_vs_noop_loop": round(
             rates["metrics_1"]["median"] / rates["noop_loop"]["median"], 3
+        ),
+        "rebuild_minutes_for_5_million_events": round(
+            5_000_000 / rates["rebuild"]["median"] / 60, 1
         ),
         "exact": all(r[k] for r in results for k in r if k.endswith("_exact")),
     }

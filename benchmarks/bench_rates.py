@@ -4,8 +4,10 @@ Loads N synthetic tickets' facts (with their transfers, work orders and callback
 computed by `services.metrics.rates`) straight into the metrics tables with COPY, builds the
 cells from them with the same SQL the service uses for repairs, checks that `/rates` and the
 naive sum over the facts agree, then times `/rates` and `/rates/by/...` in-process (ASGI),
-with and without filters and windows. Prints one JSON object; `healthz_median_ms` is the
-HTTP stack's own floor (GET /healthz through the same middleware), for comparison.
+with and without filters and windows, one request at a time; `healthz_median_ms` is the
+HTTP stack's own floor (GET /healthz through the same middleware), and `baseline_median_ms`
+the naive full scan. Then it runs metrics as its own process and loads `/rates` and
+`/rates/by/city` with 8 connections at once (wrk, 3 rounds of 10 s). Prints one JSON object.
 
     .venv/bin/python -m benchmarks.bench_rates                     # 20,000 tickets
     .venv/bin/python -m benchmarks.bench_rates --tickets 1000000
@@ -24,6 +26,8 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -37,7 +41,16 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from hotline.embedded import start_postgres
+from benchmarks.common import (
+    Run,
+    parse_wrk,
+    spread,
+    stop_all,
+    store_key,
+    wait_answering,
+    wrk,
+)
+from hotline.embedded import free_port, start_postgres
 from services.metrics.app import create_app
 from services.metrics.commands import rebuild_cells
 from services.metrics.models import (
@@ -241,7 +254,15 @@ def _ms(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
+async def run(
+    database_url: str,
+    tickets: int,
+    repeats: int,
+    *,
+    rounds: int = 3,
+    seconds: int = 10,
+    connections: int = 8,
+) -> dict[str, Any]:
     """Load, build, check, time; the result as a dict."""
     settings = Settings.model_validate(
         {
@@ -283,8 +304,12 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
         if rates_of(fast) != rates_of(naive):
             raise SystemExit("the cells and the naive GROUP BY disagree")
 
+        token = await store_key(settings, "auditor")
+        headers = {"Authorization": f"Bearer {token}"}
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://metrics", headers=headers
+        ) as client:
             per_query: dict[str, dict[str, float]] = {}
             every: list[float] = []
             for label, path, params in queries(now):
@@ -303,6 +328,7 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 (await client.get("/healthz")).raise_for_status()
                 floor.append(time.perf_counter() - started)
+    concurrent = under_load(settings, token, rounds, seconds, connections)
     overall = _ms(every)
     return {
         "tickets": tickets,
@@ -314,6 +340,65 @@ async def run(database_url: str, tickets: int, repeats: int) -> dict[str, Any]:
         "load_seconds": round(load_seconds, 1),
         "build_cells_seconds": round(build_seconds, 1),
         "per_query": per_query,
+        "concurrent": concurrent,
+    }
+
+
+LOADED = (("rates", "/rates"), ("rates_by_city", "/rates/by/city"))
+"""What is loaded with many connections at once (the issue's goal: p99 under 20 ms)."""
+
+
+def under_load(
+    settings: Settings, token: str, rounds: int, seconds: int, connections: int
+) -> dict[str, Any]:
+    """`/rates` and `/rates/by/city` with `connections` at once (wrk), against metrics as its
+    own process (uvicorn, as deployed), `rounds` times each: requests/s and p50/p99 with
+    their spread."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (Debian: apt-get install wrk)")
+    folder = Path(tempfile.mkdtemp(prefix="hotline-bench-rates-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "HOTLINE_SCHEMA_PREFIX": settings.schema_prefix,
+        "HOTLINE_DATA_DIR": str(settings.data_dir),
+        "HOTLINE_METRICS_PORT": str(port),
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_RATES_REFRESH_SECONDS": "3600",
+        "HOTLINE_RATE_LIMIT": "1000000/second",
+    }
+    log = (folder / "metrics.log").open("ab")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "services.metrics"], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_answering(f"{base}/healthz", server)
+        runs: dict[str, list[Run]] = {label: [] for label, _ in LOADED}
+        for _, path in LOADED:
+            wrk(f"{base}{path}", token, 2, connections, folder)  # warm-up, not counted
+        for _ in range(rounds):
+            for label, path in LOADED:
+                runs[label].append(
+                    parse_wrk(label, wrk(f"{base}{path}", token, seconds, connections, folder))
+                )
+    finally:
+        stop_all([server])
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "connections": connections,
+        "seconds_per_run": seconds,
+        **{
+            label: {
+                "requests_per_second": spread([r.requests_per_second for r in label_runs]),
+                "p50_ms": spread([r.p50_ms for r in label_runs]),
+                "p99_ms": spread([r.p99_ms for r in label_runs]),
+                "errors": sum(r.errors for r in label_runs),
+            }
+            for label, label_runs in runs.items()
+        },
     }
 
 
@@ -363,6 +448,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickets", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=30, help="timed requests per query")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per loaded query")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -375,7 +463,16 @@ def main() -> None:
             postgres = start_postgres(data_dir)
             stack.callback(postgres.stop)
             database_url = postgres.url
-        result = asyncio.run(run(database_url, args.tickets, args.repeats))
+        result = asyncio.run(
+            run(
+                database_url,
+                args.tickets,
+                args.repeats,
+                rounds=args.rounds,
+                seconds=args.seconds,
+                connections=args.connections,
+            )
+        )
     print(json.dumps(result, ensure_ascii=False, indent=2))
 
 

@@ -3,14 +3,25 @@ spread over its runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
+import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from shared.auth.keyfile import generate_entries, import_entries
+from shared.auth.store import standalone_key_store
+from shared.names import Role
+from shared.settings import Settings
 
 PACKAGES = ("fastapi", "uvicorn", "asyncpg", "sqlalchemy", "aiokafka")
 
@@ -50,3 +61,97 @@ def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 30.0) -> No
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@dataclass
+class Run:
+    """One wrk run against one target."""
+
+    target: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    """Non-2xx answers and socket errors: a run with any is not a valid figure."""
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _millis(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(target: str, output: str) -> Run:
+    """The figures of `wrk --latency` output."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        errors += sum(int(n) for n in found.groups())
+    return Run(target, rps, p50, p99, requests, errors)
+
+
+def wrk(
+    url: str,
+    token: str,
+    seconds: int,
+    connections: int,
+    folder: Path,
+    body: dict[str, Any] | None = None,
+) -> str:
+    """Run wrk against `url` with the key `token` (a POST of `body` if given, else a GET);
+    its text output."""
+    script = folder / "request.lua"
+    lines = [f'wrk.headers["Authorization"] = "Bearer {token}"']
+    if body is not None:
+        lines += [
+            'wrk.method = "POST"',
+            # A long bracket: the UTF-8 body as it is (LuaJIT reads no \u escapes).
+            f"wrk.body = [==[{json.dumps(body, ensure_ascii=False)}]==]",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
+    script.write_text("\n".join(lines) + "\n")
+    command = [
+        "wrk",
+        "--latency",
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Wait until `url` answers 200; RuntimeError if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer")
+
+
+async def store_key(settings: Settings, role: Role = "evaluator") -> str:
+    """A key of `role` stored (the keys' schema exists once a service has migrated)."""
+    entries = [e for e in generate_entries([], label="bench") if e.role == role]
+    async with standalone_key_store(settings) as store:
+        await import_entries(store, entries)
+    return entries[0].token

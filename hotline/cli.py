@@ -14,6 +14,7 @@ import typer
 from hotline.audit import app as audit_app
 from hotline.dlq import app as dlq_app
 from hotline.keys import app as keys_app
+from hotline.metrics import app as metrics_app
 from hotline.outbox import app as outbox_app
 from hotline.service_processes import MigrationFailed
 from hotline.service_processes import migrate as migrate_services
@@ -34,6 +35,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(metrics_app, name="metrics")
 
 DataDir = Annotated[
     Path | None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -58,6 +58,18 @@ class Delivery:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes]) -> Delivery:
+        """The delivery of a record a consumer fetched."""
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple(record.headers),
+        )
 
 
 @dataclass
@@ -152,20 +164,7 @@ class KafkaSource:
         batches = await self._clients.consumer.getmany(
             timeout_ms=self._poll_ms, max_records=self._batch_size
         )
-        deliveries = []
-        for records in batches.values():
-            for record in records:
-                deliveries.append(
-                    Delivery(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=tuple(record.headers),
-                    )
-                )
-        return deliveries
+        return [Delivery.of(record) for records in batches.values() for record in records]
 
     async def commit(self, deliveries: Sequence[Delivery]) -> None:
         offsets: dict[TopicPartition, int] = {}

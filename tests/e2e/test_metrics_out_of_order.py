@@ -19,9 +19,7 @@ from alembic.migration import MigrationContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.commands import rebuild_cells
-from services.metrics.cube import CELL_KEY_COLUMNS
-from services.metrics.models import METADATA, rate_cells
-from services.metrics.rates import COUNTERS
+from services.metrics.models import METADATA
 from shared.events import (
     CallbackLogged,
     CallOutcome,
@@ -31,6 +29,7 @@ from shared.events import (
     WorkOrderReplied,
 )
 from shared.workdays import WorkCalendar, working_days_between
+from tests.metric_stories import summed_cells
 from tests.support import eventually, problem_fields, problem_of, record_of, running_service
 
 pytestmark = pytest.mark.e2e
@@ -219,14 +218,6 @@ async def processed_count(metrics):
         return result.scalar_one()
 
 
-async def all_cells(uow):
-    """Every cell's counters, summed over the shards its writers used."""
-    key = [rate_cells.c[name] for name in CELL_KEY_COLUMNS]
-    statement = sa.select(*key, *[sa.func.sum(rate_cells.c[name]) for name in COUNTERS])
-    rows = await uow.execute(statement.group_by(*key))
-    return {tuple(row[:6]): tuple(row[6:]) for row in rows}
-
-
 async def test_out_of_order_and_duplicated_events_are_counted_once_and_exactly(settings, infra):
     settings = settings.model_copy(update={"rates_refresh_seconds": 0.2})
     async with running_service("metrics", settings) as metrics:
@@ -281,11 +272,10 @@ async def test_out_of_order_and_duplicated_events_are_counted_once_and_exactly(s
             message="rate series refreshed",
         )
 
-        async with metrics.runtime.database.read() as db:
-            kept = await all_cells(db)
+        kept = await summed_cells(metrics)
         await rebuild_cells(metrics.runtime.database.unit_of_work)
+        rebuilt = await summed_cells(metrics)
         async with metrics.runtime.database.read() as db:
-            rebuilt = await all_cells(db)
             connection = await db.session.connection()
             drift = await connection.run_sync(
                 lambda sync: compare_metadata(_context(sync), METADATA)

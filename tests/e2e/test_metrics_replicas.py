@@ -14,37 +14,25 @@ from __future__ import annotations
 import random
 import signal
 import sys
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
-import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
 from hotline.embedded import free_port, terminate
-from services.metrics.commands import rebuild_cells
-from services.metrics.cube import CELL_KEY_COLUMNS
-from services.metrics.models import rate_cells
-from services.metrics.rates import COUNTERS
-from shared.events import (
-    CallbackLogged,
-    CallOutcome,
-    Event,
-    TicketSubmitted,
-    TransferAttempted,
-    WorkOrderCreated,
-    WorkOrderReplied,
-)
 from shared.faults import trigger_path
-from shared.names import ServiceName
 from shared.settings import Settings
+from tests.metric_stories import (
+    assert_cells_equal_the_facts,
+    expected_figures,
+    figures_of,
+    publish,
+    shuffled_records,
+)
 from tests.support import (
     Child,
     eventually,
-    record_of,
     running_service,
     service_environment,
     start,
@@ -53,98 +41,6 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 TICKETS = 120
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
-
-
-def story(n: int) -> list[tuple[ServiceName, Event]]:
-    """A ticket with a failed transfer every third time, a work order replied on time unless
-    n % 4 == 0, and a callback: satisfied when n is even."""
-    ticket, at = f"R{n}", T0 + timedelta(hours=n)
-    work_order = f"RW{n}"
-    return [
-        (
-            "intake",
-            TicketSubmitted(
-                ticket_id=ticket,
-                city=("沈阳", "大连", "鞍山")[n % 3],
-                channel="phone",
-                scenario="社保查询",
-                category="consultation",
-                submitted_at=at,
-                call=CallOutcome(answered=True, wait_seconds=10, resolved_at_first_contact=False),
-            ),
-        ),
-        (
-            "dispatch",
-            TransferAttempted(
-                ticket_id=ticket,
-                transfer_id=f"RX{n}",
-                department=("人社局", "住建局")[n % 2],
-                mode="transfer",
-                connected=n % 3 != 0,
-                at=at,
-            ),
-        ),
-        (
-            "dispatch",
-            WorkOrderCreated(
-                ticket_id=ticket,
-                work_order_id=work_order,
-                department=("人社局", "住建局")[n % 2],
-                created_at=at + timedelta(minutes=5),
-                due_at=at + timedelta(days=5),
-                due_working_days=3,
-                calendar_source="chinesecalendar",
-            ),
-        ),
-        (
-            "dispatch",
-            WorkOrderReplied(
-                ticket_id=ticket,
-                work_order_id=work_order,
-                reply_id=f"RR{n}",
-                department=("人社局", "住建局")[n % 2],
-                quality="definite",
-                at=at + timedelta(days=6 if n % 4 == 0 else 1),
-                first=True,
-            ),
-        ),
-        (
-            "followup",
-            CallbackLogged(
-                ticket_id=ticket,
-                callback_id=f"RC{n}",
-                reached=True,
-                satisfaction="satisfied" if n % 2 == 0 else "unsatisfied",
-                at=at + timedelta(days=7),
-            ),
-        ),
-    ]
-
-
-def shuffled_records(rng: random.Random) -> tuple[list[tuple[ServiceName, Event, str]], int]:
-    """Every event with an id, shuffled, plus redeliveries (same id) and resent facts (new
-    id); and the number of distinct event ids."""
-    sent = [(owner, event, str(uuid.uuid4())) for n in range(TICKETS) for owner, event in story(n)]
-    again = rng.sample(sent, 40)
-    resent = [(owner, event, str(uuid.uuid4())) for owner, event, _ in rng.sample(sent, 40)]
-    records = sent + again + resent
-    rng.shuffle(records)
-    return records, len(sent) + len(resent)
-
-
-async def publish(settings: Settings, records: list[tuple[ServiceName, Event, str]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for owner, event, event_id in records:
-            record = record_of(event, event_id, source=f"/hotline/{owner}")
-            await producer.send(
-                settings.topic(owner), record.value, key=record.key, headers=record.headers
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def replica(settings: Settings, folder: Path, name: str, fault_dir: Path | None) -> Child:
@@ -163,17 +59,10 @@ async def processed(connection: asyncpg.Connection, schema: str) -> int:
         return 0  # not migrated yet
 
 
-async def summed_cells(db) -> dict[tuple, tuple]:
-    key = [rate_cells.c[name] for name in CELL_KEY_COLUMNS]
-    statement = sa.select(*key, *[sa.func.sum(rate_cells.c[name]) for name in COUNTERS])
-    rows = await db.execute(statement.group_by(*key))
-    return {tuple(row[:6]): tuple(row[6:]) for row in rows}
-
-
 async def test_two_replicas_and_a_kill_9_mid_commit_count_every_fact_once(settings, tmp_path):
     # Small batches: many transactions, so the replicas' writes interleave.
     settings = settings.model_copy(update={"consumer_batch_size": 40})
-    records, distinct = shuffled_records(random.Random(13))
+    records, distinct = shuffled_records(random.Random(13), range(TICKETS))
     await publish(settings, records)
 
     fault_dir = tmp_path / "faults"
@@ -209,19 +98,5 @@ async def test_two_replicas_and_a_kill_9_mid_commit_count_every_fact_once(settin
 
     async with running_service("metrics", settings) as metrics:
         rates = (await metrics.http.get("/rates")).json()["rates"]
-        async with metrics.runtime.database.read() as db:
-            kept = await summed_cells(db)
-        await rebuild_cells(metrics.runtime.database.unit_of_work)
-        async with metrics.runtime.database.read() as db:
-            rebuilt = await summed_cells(db)
-
-    assert kept == rebuilt
-    failed_transfers = sum(1 for n in range(TICKETS) if n % 3 == 0)
-    late = sum(1 for n in range(TICKETS) if n % 4 == 0)
-    assert rates["transfer_failure_rate"]["numerator"] == failed_transfers
-    assert rates["transfer_failure_rate"]["denominator"] == TICKETS
-    assert rates["reply_timeliness_rate"]["denominator"] == TICKETS
-    assert rates["reply_timeliness_rate"]["numerator"] == TICKETS - late
-    assert rates["satisfaction_rate"]["numerator"] == TICKETS // 2
-    assert rates["satisfaction_rate"]["denominator"] == TICKETS
-    assert rates["unanswered_rate"]["numerator"] == 0
+        await assert_cells_equal_the_facts(metrics)
+    assert figures_of(rates) == expected_figures(range(TICKETS))

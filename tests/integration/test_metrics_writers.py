@@ -13,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from services.metrics.commands import rebuild_cells
-from services.metrics.cube import CELL_KEY_COLUMNS
 from services.metrics.fact_store import FactRaced
 from services.metrics.models import rate_cells
-from services.metrics.rates import COUNTERS
 from shared.events import CallOutcome, TicketSubmitted, TransferAttempted
+from tests.metric_stories import assert_cells_equal_the_facts
 from tests.support import running_service
 
 pytestmark = pytest.mark.integration
@@ -49,14 +47,6 @@ def transfer(ticket_id: str, transfer_id: str) -> TransferAttempted:
     )
 
 
-async def cells(metrics) -> dict[tuple, tuple]:
-    key = [rate_cells.c[name] for name in CELL_KEY_COLUMNS]
-    statement = sa.select(*key, *[sa.func.sum(rate_cells.c[name]) for name in COUNTERS])
-    async with metrics.runtime.database.read() as db:
-        rows = await db.execute(statement.group_by(*key))
-    return {tuple(row[:6]): tuple(row[6:]) for row in rows}
-
-
 async def all_time(metrics, name: str) -> int:
     statement = sa.select(sa.func.sum(rate_cells.c[name])).where(
         rate_cells.c.grouping_set == 0, rate_cells.c.grain == "all"
@@ -69,12 +59,6 @@ async def shards(metrics) -> set[int]:
     async with metrics.runtime.database.read() as db:
         rows = await db.execute(sa.select(rate_cells.c.shard).distinct())
     return {row[0] for row in rows}
-
-
-async def assert_cells_equal_the_facts(metrics) -> None:
-    kept = await cells(metrics)
-    await rebuild_cells(metrics.runtime.database.unit_of_work)
-    assert kept == await cells(metrics)
 
 
 async def test_a_second_writer_is_not_held_up_by_an_open_batch(settings):

@@ -1,8 +1,8 @@
-"""The intake benchmark reads wrk's figures right, and counts failed answers as errors."""
+"""The benchmarks read wrk's figures right, and counts failed answers as errors."""
 
 from __future__ import annotations
 
-from benchmarks.bench_intake import parse_wrk
+from benchmarks.common import parse_wrk
 
 WRK_OUTPUT = """\
 Running 20s test @ http://127.0.0.1:40123/tickets
@@ -40,3 +40,31 @@ def test_a_clean_run_has_no_errors():
     run = parse_wrk("baseline", clean)
     assert run.errors == 0
     assert run.p50_ms == 0.9
+
+
+def test_the_goals_table_says_met_not_met_and_not_measured():
+    from benchmarks.run_all import table
+
+    results = {
+        "intake": {
+            "ratio_requests_per_second": 0.45,
+            "ratio_p99": 1.8,
+            "median": {"baseline": {"requests_per_second": 1200.0, "p99_ms": 50.0}},
+        },
+        "metrics": {
+            "events_per_second": {
+                "metrics_1": {"median": 6000.0, "min": 5500.0, "max": 6100.0},
+                "noop_loop": {"median": 15000.0, "min": 14000.0, "max": 16000.0},
+            },
+        },
+    }
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table(results)[2:]}
+    assert rows["intake req/s vs the bare baseline"].endswith("| **no** |")
+    assert "1200.0 req/s" in rows["intake req/s vs the bare baseline"]
+    assert rows["intake p99 vs the baseline's"].endswith("| yes |")
+    assert "6,000.0 (5,500.0–6,100.0)" in rows["metrics apply rate, one replica (events/s)"]
+    assert rows["metrics apply rate, one replica (events/s)"].endswith("| yes |")
+    assert rows["consumer loop with no-op handlers (events/s)"].endswith("| **no** |")
+    # Not in the results (no rates run), or not measured by any benchmark yet:
+    assert "not measured" in rows["/rates p99, 8 connections (ms)"]
+    assert "not measured" in rows["freshness at 200 tickets/s, p99 (s)"]

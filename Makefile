@@ -32,7 +32,8 @@ test-tansu: $(STAMP) tools
 test-kafka: $(STAMP) tools
 	scripts/test-both-brokers.sh kafka $(ARGS)
 
-# About 5 minutes of seeded fault injection against `hotline up` under load (kills of every
+# The short fault runs of the test suite (marker fault_run, about 2 minutes), then about 5
+# minutes of seeded fault injection against `hotline up` under load (kills of every
 # service, of the broker, a frozen broker, a PostgreSQL restart, a database cut, replicas
 # joining and leaving), then an exact audit. Result: chaos-result.json. SEED=n to vary it.
 # BROKER=kafka: on a three-node Apache Kafka cluster, whose busiest broker is killed and
@@ -40,6 +41,7 @@ test-kafka: $(STAMP) tools
 SEED ?= 12345
 BROKER ?= tansu
 chaos: $(STAMP)
+	$(BIN)/pytest -m fault_run
 	$(BIN)/python -m hotline.chaos --seed $(SEED) --broker $(BROKER) --json chaos-result.json
 
 # Every benchmark, each over 3 rounds beside its baseline (about 20 minutes; QUICK=1 for a

@@ -50,7 +50,7 @@ from shared.events import (
     WorkOrderCreated,
     WorkOrderReplied,
 )
-from shared.kafka import ensure_topics, start_producer
+from shared.kafka import connection_options, ensure_topics, start_producer
 from shared.names import ServiceName
 from shared.settings import Settings
 
@@ -252,7 +252,7 @@ async def kafka_alone_rate(settings: Settings, events: int) -> float:
     topics = [settings.topic(owner) for owner in ("intake", "dispatch", "followup")]
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection_options(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -5,7 +5,9 @@
 #          (HOTLINE_TEST_BROKER=kafka), without the tests of the embedded stack, which runs
 #          tansu whatever the switch says (marker `embedded`).
 # `both` (the default) runs the two at the same time: their tests mostly wait on brokers and
-# databases, so they share the machine well. The Kafka run's output is kept in a log and
+# databases, so they share the machine well. Then the long tests that are the same on either
+# broker (marker `kafka_leg`) run on the Kafka leg only, to keep the two legs even. Neither
+# runs the long fault-injection runs (marker `fault_run`): `make chaos` does. The Kafka run's output is kept in a log and
 # printed after the tansu run's. Exit status 0 when every run passed. Arguments after the
 # first go to pytest.
 set -uo pipefail
@@ -14,9 +16,10 @@ cd "$(dirname "$0")/.."
 which=${1:-both}
 [ $# -gt 0 ] && shift
 BIN=.venv/bin
-KAFKA_MARKERS="(integration or e2e) and not embedded"
+KAFKA_MARKERS="(integration or e2e) and not embedded and not fault_run"
+TANSU_MARKERS="not fault_run"
 
-on_tansu() { "$BIN/pytest" "$@"; }
+on_tansu() { "$BIN/pytest" -m "$TANSU_MARKERS" "$@"; }
 on_kafka() { HOTLINE_TEST_BROKER=kafka "$BIN/pytest" -m "$KAFKA_MARKERS" "$@"; }
 
 case "$which" in
@@ -26,6 +29,7 @@ case "$which" in
   *) echo "usage: $0 [both|tansu|kafka] [pytest arguments]" >&2; exit 2 ;;
 esac
 
+TANSU_MARKERS="not fault_run and not kafka_leg"
 log=$(mktemp -t hotline-kafka-tests.XXXXXX)
 # No shared pytest cache between the two runs (they would write it at once).
 on_kafka -p no:cacheprovider "$@" >"$log" 2>&1 &

@@ -50,7 +50,9 @@ def depends_on_deps(kind: type[D]) -> Any:
     """`Depends(...)` handing a route the app's holder, checked to be `kind`: each service's
     `Deps = Annotated[TheirDeps, depends_on_deps(TheirDeps)]`."""
 
-    def get(request: Request) -> D:
+    # `async`: FastAPI runs a plain `def` dependency in a worker thread, a thread handoff
+    # on every request for a lookup that never blocks.
+    async def get(request: Request) -> D:
         return deps_of(request, kind)
 
     return Depends(get)

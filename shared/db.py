@@ -28,7 +28,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import Event
-from shared.outbox import append_to_outbox
+from shared.outbox import append_to_outbox, outbox_row
 
 
 def make_engine(
@@ -43,7 +43,9 @@ def make_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping before each use (a round trip per request): a connection found broken
+        # (PostgreSQL restarted) is invalidated with every older one in the pool, so one
+        # request fails (503, Retry-After) and the next ones get new connections.
         hide_parameters=True,
         connect_args={
             "server_settings": {"search_path": schema, "application_name": application_name},
@@ -235,6 +237,35 @@ class Database:
     def _wake(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
+
+    async def write_once(
+        self, statement: Executable, parameters: dict[str, Any]
+    ) -> list[sa.Row[Any]]:
+        """Run one statement as its own transaction and return its rows; wake the relay if
+        it returned any (a statement of `shared.outbox.insert_with_event` returns the event
+        it stored).
+
+        Autocommit: the statement alone is atomic, so there is no BEGIN and no COMMIT to
+        wait for, one round trip in all. For a state change and its event that fit in one
+        statement; anything that must read first takes a unit of work.
+        """
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            rows = list((await autocommit.execute(statement, parameters)).all())
+        if rows:
+            self._wake()
+        return rows
+
+    async def store_with_event(
+        self, statement: Executable, row: dict[str, Any], event: Event
+    ) -> bool:
+        """Store `row` and `event` with one statement of `shared.outbox.insert_with_event`
+        (one round trip); False if the statement stored neither (its unique constraint)."""
+        if self._topic is None:
+            raise RuntimeError("this service publishes no events")
+        stored = outbox_row(event, event_id=new_id(), topic=self._topic, source=self._source)
+        parameters = {**row, **{f"outbox_{name}": value for name, value in stored.items()}}
+        return bool(await self.write_once(statement, parameters))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:

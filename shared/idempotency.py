@@ -127,7 +127,7 @@ class IdempotencyHeader:
         return IdempotentRequest(key_id, self.key, request_fingerprint(self.route, body))
 
 
-def idempotency_header(
+async def idempotency_header(
     request: Request,
     key: Annotated[
         SafeText | None,

@@ -67,21 +67,54 @@ _APPEND = outbox.insert()
 anew (and its cache key) for each event was a measurable part of intake's time."""
 
 
+def outbox_row(event: Event, *, event_id: str, topic: str, source: str) -> dict[str, Any]:
+    """The outbox row of `event`: what the relay publishes."""
+    return {
+        "event_id": event_id,
+        "topic": topic,
+        "ce_type": event.ce_type,
+        "source": source,
+        "key": event.ticket_id,
+        "time": event.occurred_at(),
+        "data": event_data(event),
+    }
+
+
 async def append_to_outbox(
     session: AsyncSession, event: Event, *, event_id: str, topic: str, source: str
 ) -> None:
     """Write `event` into the caller's transaction; the relay publishes it after commit."""
-    await (await session.connection()).execute(
-        _APPEND,
-        {
-            "event_id": event_id,
-            "topic": topic,
-            "ce_type": event.ce_type,
-            "source": source,
-            "key": event.ticket_id,
-            "time": event.occurred_at(),
-            "data": event_data(event),
-        },
+    row = outbox_row(event, event_id=event_id, topic=topic, source=source)
+    await (await session.connection()).execute(_APPEND, row)
+
+
+_OUTBOX_COLUMNS = ("event_id", "topic", "ce_type", "source", "key", "time", "data")
+
+
+def insert_with_event(
+    table: sa.Table, columns: Sequence[str], *, unique: str | None = None
+) -> sa.TextClause:
+    """One statement that inserts a row of `table` and its event into the outbox, built once.
+
+    A single statement is one transaction by itself, so run on its own (autocommit: see
+    `shared.db.Database.write_once`) it costs one round trip, with no BEGIN or COMMIT, and
+    the row and its event are stored together or not at all. With `unique` (a constraint's
+    name), a row that would break it inserts nothing, and then no event either; the
+    statement returns the event's `seq` only when both were stored. Parameters: the row's
+    `columns`, and the outbox row (`outbox_row`) with its names prefixed `outbox_`.
+    """
+    conflict = f" ON CONFLICT ON CONSTRAINT {unique} DO NOTHING" if unique else ""
+    event_values = [f":outbox_{name}" for name in _OUTBOX_COLUMNS]
+    event_values[-1] = "CAST(:outbox_data AS JSONB)"
+    statement = sa.text(
+        f"WITH stored AS (INSERT INTO {table.name} ({', '.join(columns)})"
+        f" VALUES ({', '.join(f':{name}' for name in columns)}){conflict} RETURNING 1)\n"
+        f"INSERT INTO {outbox.name} ({', '.join(_OUTBOX_COLUMNS)})"
+        f" SELECT {', '.join(event_values)} FROM stored RETURNING seq"
+    )
+    return statement.bindparams(
+        sa.bindparam("outbox_data", type_=outbox.c.data.type),
+        *[sa.bindparam(name, type_=table.c[name].type) for name in columns],
     )
 
 
@@ -557,6 +590,7 @@ class OutboxRelay:
         service: str,
         batch_size: int = 500,
         idle_seconds: float = 0.2,
+        linger_seconds: float = 0.0,
         max_backoff_seconds: float = 10.0,
         keep_published_seconds: float = 24 * 3600,
     ) -> None:
@@ -565,6 +599,9 @@ class OutboxRelay:
         self._service = service
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
+        self._linger_seconds = linger_seconds
+        self._backlogged = False
+        """The last round was full: rows are waiting, so the next one does not linger."""
         self._max_backoff = max_backoff_seconds
         self._backoff = Backoff(maximum=max_backoff_seconds)
         self._keep_published_seconds = keep_published_seconds
@@ -609,12 +646,20 @@ class OutboxRelay:
 
     async def step(self) -> float:
         """Publish one batch; at once again after a full batch or a row set aside, else after
-        the idle time."""
+        the idle time.
+
+        Woken by a commit, it first lingers a little (`linger_seconds`) so that the commits
+        of a busy moment go out in one batch: one claim, one send and one mark for many
+        rows, instead of a round per commit.
+        """
+        if self._linger_seconds > 0 and not self._backlogged:
+            await asyncio.sleep(self._linger_seconds)
         outcome = await self._relay_batch()
         if outcome.error is not None:
             raise outcome.error
         await self._prune_now_and_then()
-        busy = outcome.claimed >= self._batch_size or outcome.set_aside > 0
+        self._backlogged = outcome.claimed >= self._batch_size
+        busy = self._backlogged or outcome.set_aside > 0
         return 0.0 if busy else self._idle_seconds
 
     async def drain(self, timeout: float) -> bool:

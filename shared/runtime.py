@@ -134,6 +134,7 @@ class Runtime:
                 service=spec.name,
                 batch_size=settings.relay_batch_size,
                 idle_seconds=settings.relay_idle_seconds,
+                linger_seconds=settings.relay_linger_seconds,
                 max_backoff_seconds=settings.relay_max_backoff_seconds,
                 keep_published_seconds=settings.keep_published_seconds,
             )

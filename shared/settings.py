@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Outbox relay.
     relay_batch_size: int = 500
     relay_idle_seconds: float = 0.2
+    relay_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    """How long a relay woken by a commit waits for more commits before it claims: under load
+    the rows of many requests go out in one round (0: a round per wake-up)."""
     relay_request_timeout_ms: int = 120_000
     """How long a send waits for the broker. Long on purpose: a broker that stalls and comes
     back answers the pending request, so nothing is sent twice (a send that timed out may

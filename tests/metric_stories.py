@@ -25,6 +25,7 @@ from shared.events import (
     WorkOrderCreated,
     WorkOrderReplied,
 )
+from shared.kafka import connection_options, ensure_topics
 from shared.names import ServiceName
 from shared.settings import Settings
 from tests.support import record_of
@@ -115,7 +116,8 @@ def shuffled_records(rng: random.Random, tickets: range) -> tuple[list[Sent], in
 
 
 async def publish(settings: Settings, records: list[Sent]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await ensure_topics(settings)  # Apache Kafka creates no topic on a first send
+    producer = AIOKafkaProducer(**connection_options(settings))
     await producer.start()
     try:
         for owner, event, event_id in records:

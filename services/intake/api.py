@@ -45,7 +45,7 @@ async def create_ticket(
 ) -> TicketCreated:
     """Record a citizen's request. The same Idempotency-Key and body give the same ticket."""
     result = await commands.submit_ticket(
-        deps.database.unit_of_work,
+        deps.database,
         body,
         hasher=deps.hasher,
         cities=deps.cities,
@@ -54,8 +54,8 @@ async def create_ticket(
     )
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    set_location(response, "tickets", result.ticket.ticket_id)
-    return TicketCreated(ticket_id=result.ticket.ticket_id)
+    set_location(response, "tickets", result.ticket_id)
+    return TicketCreated(ticket_id=result.ticket_id)
 
 
 @router.get(

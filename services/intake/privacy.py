@@ -35,7 +35,11 @@ def normalize_phone(raw: str) -> str:
 def mask_phone(phone: str) -> str:
     """From the national significant number: `138****5678` for mobiles (11 digits starting
     with 1), every digit but the last four as `*` otherwise (`******5678` for 010-12345678)."""
-    digits = phonenumbers.national_significant_number(_parse(phone))
+    return _masked(_parse(phone))
+
+
+def _masked(number: PhoneNumber) -> str:
+    digits = phonenumbers.national_significant_number(number)
     if len(digits) == MOBILE_LENGTH and digits.startswith("1"):
         return f"{digits[:3]}****{digits[-4:]}"
     return "*" * (len(digits) - 4) + digits[-4:]
@@ -80,7 +84,17 @@ class PhoneHasher:
 
     def hash(self, phone: str) -> str:
         """Hex HMAC-SHA256 of the number in E.164 (InvalidPhone if it is not valid)."""
-        return hmac.new(self._key, normalize_phone(phone).encode(), hashlib.sha256).hexdigest()
+        return self._digest(normalize_phone(phone))
+
+    def masked_and_hashed(self, phone: str) -> tuple[str, str]:
+        """`mask_phone` and `hash` of one number, parsed once (InvalidPhone if not valid)."""
+        number = _parse(phone)
+        return _masked(number), self._digest(
+            phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        )
+
+    def _digest(self, e164: str) -> str:
+        return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
 
 
 def load_or_create_key(configured: str, key_file: Path) -> bytes:

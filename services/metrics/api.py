@@ -42,7 +42,7 @@ Auditor = Annotated[Principal, Depends(Allow("auditor"))]
 Name = Label | None
 
 
-def rate_filter(
+async def rate_filter(
     city: Name = None,
     channel: Channel | None = None,
     scenario: Name = None,

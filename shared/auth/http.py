@@ -116,6 +116,11 @@ def authenticator_of(request: Request) -> Authenticator:
     return authenticator
 
 
+async def request_authenticator(request: Request) -> Authenticator:
+    """`authenticator_of` as a dependency (`async`: no worker thread for a lookup)."""
+    return authenticator_of(request)
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `hotline_<id>_<secret>`")
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth.http import Allow, Authenticator, authenticator_of
+from shared.auth.http import Allow, Authenticator, request_authenticator
 from shared.auth.store import KeyRecord, Principal
 from shared.inputs import PathId, SafeText
 from shared.names import Role
@@ -57,7 +57,7 @@ class KeyCreated(KeyPublic):
     token: str
 
 
-KeysDep = Annotated[Authenticator, Depends(authenticator_of)]
+KeysDep = Annotated[Authenticator, Depends(request_authenticator)]
 
 
 @router.post(

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
 from services.metrics.rebuild import Rebuild
+from shared.kafka import connection_options
 from tests.metric_stories import (
     assert_cells_equal_the_facts,
     expected_figures,
@@ -28,7 +29,7 @@ from tests.metric_stories import (
 )
 from tests.support import eventually, running_service, service_environment, start
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 
 async def connect(settings) -> asyncpg.Connection:
@@ -53,7 +54,7 @@ async def rates_of(metrics) -> dict[str, tuple[int, int]]:
 
 
 async def send_poison(settings) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(**connection_options(settings))
     await producer.start()
     try:
         await producer.send_and_wait(

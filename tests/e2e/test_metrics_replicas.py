@@ -38,7 +38,7 @@ from tests.support import (
     start,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 TICKETS = 120
 

@@ -183,6 +183,7 @@ async def _equals(count: object, wanted: int) -> bool:
     return await count == wanted  # type: ignore[misc]
 
 
+@pytest.mark.fault_run
 async def test_short_chaos_run_ends_with_every_figure_exact():
     """One kill -9 of each service and of the broker, under load; then an exact audit."""
     report = await chaos(

@@ -19,7 +19,7 @@ from shared.events import CallOutcome, TicketSubmitted, TransferAttempted
 from tests.metric_stories import assert_cells_equal_the_facts
 from tests.support import running_service
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_leg]
 
 AT = datetime(2026, 5, 6, 2, tzinfo=UTC)
 

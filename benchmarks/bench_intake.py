@@ -45,7 +45,19 @@ BODY = {
 }
 
 
-def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
+def intake_command(workers: int, port: int) -> list[str]:
+    """Intake as it is run: `python -m services.intake`, or with `workers` > 1 under
+    uvicorn's process manager (the README's "More than one process")."""
+    if workers == 1:
+        return [sys.executable, "-m", "services.intake"]
+    return [
+        sys.executable, "-m", "uvicorn", "services.intake.app:create_app", "--factory",
+        "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+def bench(rounds: int, seconds: int, connections: int, workers: int = 1) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
     folder = Path(tempfile.mkdtemp(prefix="hotline-bench-intake-"))
@@ -67,9 +79,7 @@ def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
         }
         log = (folder / "servers.log").open("ab")
         children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "services.intake"], env=env, stdout=log, stderr=log
-            )
+            subprocess.Popen(intake_command(workers, intake_port), env=env, stdout=log, stderr=log)
         )
         children.append(
             subprocess.Popen(
@@ -118,6 +128,7 @@ def bench(rounds: int, seconds: int, connections: int) -> dict[str, Any]:
     return {
         "benchmark": "intake POST /tickets vs bare FastAPI + asyncpg (ticket + outbox rows)",
         "connections": connections,
+        "intake_workers": workers,
         "seconds_per_run": seconds,
         "rounds": rounds,
         "machine": machine(),
@@ -136,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="intake processes (uvicorn's)")
     args = parser.parse_args(argv)
-    result = bench(args.rounds, args.seconds, args.connections)
+    result = bench(args.rounds, args.seconds, args.connections, args.workers)
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
 

@@ -35,6 +35,10 @@ def commands(rounds: int, quick: bool) -> dict[str, list[str]]:
             "benchmarks.bench_intake",
             *("--rounds", str(rounds), "--seconds", "8" if quick else "20"),
         ],
+        "intake_2_workers": [
+            "benchmarks.bench_intake",
+            *("--rounds", str(rounds), "--seconds", "8" if quick else "20", "--workers", "2"),
+        ],
         "metrics": [
             "benchmarks.bench_metrics_ingest",
             *("--rounds", str(rounds), "--tickets", "3000" if quick else "10000"),
@@ -75,21 +79,28 @@ def _not_measured(results: Results) -> None:
     return None
 
 
+def _intake_goals(key: str, how: str) -> tuple[Goal, Goal]:
+    return (
+        Goal(
+            f"intake req/s vs the bare baseline ({how})",
+            "≥ 0.6",
+            lambda v: v >= 0.6,
+            _path(key, "ratio_requests_per_second"),
+            lambda r: f"{_path(key, 'median', 'baseline', 'requests_per_second')(r)} req/s",
+        ),
+        Goal(
+            f"intake p99 vs the baseline's ({how})",
+            "≤ 2×",
+            lambda v: v <= 2.0,
+            _path(key, "ratio_p99"),
+            lambda r: f"p99 {_path(key, 'median', 'baseline', 'p99_ms')(r)} ms",
+        ),
+    )
+
+
 GOALS = (
-    Goal(
-        "intake req/s vs the bare baseline",
-        "≥ 0.6",
-        lambda v: v >= 0.6,
-        _path("intake", "ratio_requests_per_second"),
-        lambda r: f"{_path('intake', 'median', 'baseline', 'requests_per_second')(r)} req/s",
-    ),
-    Goal(
-        "intake p99 vs the baseline's",
-        "≤ 2×",
-        lambda v: v <= 2.0,
-        _path("intake", "ratio_p99"),
-        lambda r: f"p99 {_path('intake', 'median', 'baseline', 'p99_ms')(r)} ms",
-    ),
+    *_intake_goals("intake", "one process"),
+    *_intake_goals("intake_2_workers", "two worker processes"),
     Goal(
         "metrics apply rate, one replica (events/s)",
         "≥ 5,000",
@@ -193,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
-    parser.add_argument("--only", choices=("intake", "metrics", "rates"), action="append")
+    parser.add_argument(
+        "--only", choices=("intake", "intake_2_workers", "metrics", "rates"), action="append"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-result.json"))
     args = parser.parse_args(argv)
     if args.rounds < 3:

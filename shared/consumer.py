@@ -133,7 +133,7 @@ class ProcessedLog(Protocol):
 
 _CLAIM: Final = sa.text(
     f"INSERT INTO {processed_events.name} (event_id, ce_type)\n"
-    "SELECT * FROM unnest(CAST(:ids AS VARCHAR(64)[]), CAST(:types AS VARCHAR(255)[]))"
+    "SELECT * FROM unnest(CAST(:ids AS TEXT[]), CAST(:types AS TEXT[]))"
     " ORDER BY 1\n"
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )

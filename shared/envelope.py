@@ -84,6 +84,11 @@ def encode(
     return KafkaRecord(key=key.encode(), value=message.value, headers=headers)
 
 
+MAX_EVENT_ID_LENGTH = 64
+"""The longest event id a consumer records (`processed_events.event_id`); a longer one is
+poison, so no two ids are ever taken for one."""
+
+
 def decode(
     headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
     key: bytes | None,
@@ -101,6 +106,9 @@ def decode(
     except (BaseCloudEventException, UnicodeDecodeError, ValueError) as exc:
         raise PoisonMessage(f"not a CloudEvent: {exc}") from exc
     attributes = cloud_event.get_attributes()
+    event_id = str(attributes["id"])
+    if len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise PoisonMessage(f"ce_id is longer than {MAX_EVENT_ID_LENGTH} characters")
     ce_type = str(attributes["type"])
     model = EVENT_TYPES.get(ce_type)
     event: Event | None = None
@@ -122,7 +130,7 @@ def decode(
     time = attributes.get("time")
     subject = attributes.get("subject")
     return Envelope(
-        event_id=str(attributes["id"]),
+        event_id=event_id,
         ce_type=ce_type,
         source=str(attributes["source"]),
         time=time if isinstance(time, datetime) else None,

@@ -108,6 +108,9 @@ def settings_for(infra: Any, database_url: str, **overrides: object) -> Settings
         "log_json": False,
         # Tests send many requests without a valid key on purpose (the role matrix).
         "auth_failure_limit": "1000/second",
+        # A test reads the rates right after a change: no answer reused from before it
+        # (tests/unit/test_shared_answers.py checks the reuse).
+        "rates_answer_seconds": 0.0,
     }
     # What the broker in use needs (Apache Kafka: replication factor 3, idempotent producer).
     values.update(getattr(infra, "settings", None) or {})

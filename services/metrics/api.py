@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from services.metrics.deps import Deps
+from services.metrics.deps import Deps, MetricsDeps
 from services.metrics.models import (
     UNANSWERED_CSV_COLUMNS,
     RateGroup,
@@ -75,29 +75,41 @@ async def rate_filter(
 FilterDep = Annotated[RateFilter, Depends(rate_filter)]
 
 
+async def _totals(
+    deps: MetricsDeps, filters: RateFilter, by: Dimension | None
+) -> dict[str, Totals]:
+    """The totals, computed once for readers asking the same at once (`answers`)."""
+
+    async def compute() -> dict[str, Totals]:
+        async with deps.database.read() as db:
+            return await read_totals(db, filters, by=by, now=utc_now())
+
+    return await deps.answers.get((filters, by), compute)
+
+
 @router.get("/rates", response_model=RatesPublic)
-async def read_rates(caller: Auditor, db: ReadDep, filters: FilterDep) -> RatesPublic:
+async def read_rates(caller: Auditor, deps: Deps, filters: FilterDep) -> RatesPublic:
     """Every evaluation rate of the selected tickets, each with numerator and denominator.
 
     A rate whose denominator is 0 has `value: null`. Transfers, work orders, replies and
     callbacks belong to their ticket (its city, channel, scenario and `submitted_at`): one
     whose ticket's own event has not arrived yet is counted as soon as it does. Callbacks
     are counted per callback for satisfaction, per ticket for the callback rate."""
-    totals = await read_totals(db, filters, by=None, now=utc_now())
+    totals = await _totals(deps, filters, None)
     total = next(iter(totals.values()), Totals())
     return RatesPublic(rates=rates_public(rates_of(total)))
 
 
 @router.get("/rates/by/{dimension}", response_model=RatesByPublic)
 async def read_rates_by(
-    caller: Auditor, dimension: Dimension, db: ReadDep, filters: FilterDep
+    caller: Auditor, dimension: Dimension, deps: Deps, filters: FilterDep
 ) -> RatesByPublic:
     """The rates per city, channel, scenario or department, with the same filters.
 
     Grouped by department, the call and callback rates (which ignore department) are the
     same in every group.
     """
-    totals = await read_totals(db, filters, by=dimension, now=utc_now())
+    totals = await _totals(deps, filters, dimension)
     return RatesByPublic(
         by=dimension,
         groups=[

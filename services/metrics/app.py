@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.metrics.answers import SharedAnswers
 from services.metrics.api import router
 from services.metrics.calendar_days import working_days_keeper
 from services.metrics.deps import MetricsDeps
@@ -39,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         runtime,
         MetricsDeps(
-            database=runtime.database, settings=settings, auth=runtime.auth, calendar=calendar
+            database=runtime.database,
+            settings=settings,
+            auth=runtime.auth,
+            calendar=calendar,
+            answers=SharedAnswers(settings.rates_answer_seconds),
         ),
     )

@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from services.metrics.answers import SharedAnswers
 from shared.app import ServiceDeps, depends_on_deps
 from shared.workdays import WorkCalendar
 
 
 @dataclass(frozen=True)
 class MetricsDeps(ServiceDeps):
-    """The database and settings, and the working-day calendar (ages of work orders)."""
+    """The database and settings, the working-day calendar (ages of work orders), and the
+    rate answers readers share."""
 
     calendar: WorkCalendar
+    answers: SharedAnswers
 
 
 Deps = Annotated[MetricsDeps, depends_on_deps(MetricsDeps)]

@@ -46,12 +46,18 @@ _DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def _array_of(table: sa.Table, name: str) -> str:
-    return f"{table.c[name].type.compile(dialect=_DIALECT)}[]"
+    """The array type a column's values are bound as. Strings as TEXT: an explicit cast to
+    VARCHAR(n) would cut a longer value silently, while storing TEXT into the column
+    refuses it (the event is then dead-lettered, never counted under a cut name)."""
+    column_type = table.c[name].type
+    if isinstance(column_type, sa.String):
+        return "TEXT[]"
+    return f"{column_type.compile(dialect=_DIALECT)}[]"
 
 
 _LOCK_TICKETS: Final = sa.text(
     "INSERT INTO ticket_facts (ticket_id)\n"
-    "SELECT id FROM unnest(CAST(:ids AS VARCHAR(64)[])) AS id ORDER BY id\n"
+    "SELECT id FROM unnest(CAST(:ids AS TEXT[])) AS id ORDER BY id\n"
     "ON CONFLICT (ticket_id) DO UPDATE SET ticket_id = EXCLUDED.ticket_id\n"
     "RETURNING *"
 )
@@ -70,7 +76,7 @@ def _waiting(kind: Kind) -> sa.TextClause:
     table = TABLES[kind]
     return sa.text(
         f"SELECT * FROM {table.name} WHERE NOT counted"
-        " AND ticket_id = ANY(CAST(:ids AS VARCHAR(64)[]))"
+        " AND ticket_id = ANY(CAST(:ids AS TEXT[]))"
         f" ORDER BY {ID_COLUMN[kind]}"
     )
 

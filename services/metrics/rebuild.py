@@ -8,13 +8,16 @@ the old figures until the new ones are complete:
 2. every record of the three topics read from the beginning up to their ends at the start,
    applied in large batches through the consumer loop's own `apply` (the same decoding,
    idempotency, projections and isolation of a bad event), then again up to the new ends;
-3. the swap, in one short transaction: the live tables locked, the live schema renamed
+3. a check that the topics still hold every event the live figures count (retention, or a
+   broker that restarted empty, may have dropped the oldest): if not, the rebuild stops
+   there and the live figures stay (`HistoryIncomplete`);
+4. the swap, in one short transaction: the live tables locked, the live schema renamed
    aside and the rebuilt one renamed into its place (the service's connections name the
    schema, so their next statement reads the new tables);
-4. the records that arrived meanwhile applied to the new live schema: an event the running
+5. the records that arrived meanwhile applied to the new live schema: an event the running
    service applied to the old tables during the swap is applied again here, and one both
    apply is applied once (the processed-events table, and facts keyed by their own ids);
-5. the old schema dropped (kept with `--keep-old`).
+6. the old schema dropped (kept with `--keep-old`).
 
 A record that cannot be decoded, or an event that can never be counted, is skipped and
 counted: the running service dead-lettered it when it first came.
@@ -25,14 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.metrics.calendar_days import FIRST_DAY, calendar_days, last_day, store_calendar_days
 from services.metrics.fact_store import TABLES
@@ -65,10 +71,37 @@ class RebuildReport:
     applied: int = 0
     skipped: int = 0
     """Records that could not be decoded or counted (dead-lettered when they first came)."""
+    swap_attempts: int = 0
+    """Swaps that gave way to the running service's transactions before one went through."""
     after_swap: int = 0
     """Records read after the swap: those that arrived while the rebuild ran."""
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+
+
+_LOCK_ORDER: Final = (
+    processed_events.name,
+    *(TABLES[kind].name for kind in ("ticket", "work_order", "transfer", "callback")),
+    "rate_cells",
+)
+"""The live tables in the order a consumer batch first touches them (`fact_store`)."""
+_SWAP_WAIT: Final = "200ms"
+_SWAP_PATIENCE_SECONDS: Final = 120.0
+_BUSY: Final = frozenset({"55P03", "40P01"})
+"""lock_not_available (the wait ran out), deadlock_detected."""
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, wherever the driver put it."""
+    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+class HistoryIncomplete(RuntimeError):
+    """The topics no longer hold events the live figures count: swapping would lose them."""
 
 
 class _NoSource:
@@ -126,6 +159,8 @@ class Rebuild:
         )
         await consumer.start()
         try:
+            async with admin.connect() as connection:
+                began = (await connection.execute(sa.text("SELECT now()"))).scalar_one()
             await self._phase("prepare", self._prepare(admin))
             partitions = await self._partitions(consumer)
             shadow = self._database(self.shadow)
@@ -138,6 +173,7 @@ class Rebuild:
                 await self._phase("catch up", self._read(consumer, shadow, ends, progress))
             finally:
                 await shadow.dispose()
+            await self._phase("check", self._check_history(admin, began))
             await self._phase("swap", self._swap(admin))
             live = self._database(self.live)
             try:
@@ -222,33 +258,74 @@ class Rebuild:
             if progress is not None:
                 progress(self.report.records, total)
 
-    async def _swap(self, admin: AsyncEngine) -> None:
-        """Put the rebuilt schema in the live one's place, in one transaction."""
-        live, shadow, old = _quoted(self.live), _quoted(self.shadow), _quoted(self.old)
-        tables = [*(table.name for table in TABLES.values()), "rate_cells", processed_events.name]
-        async with admin.begin() as connection:
-            exists = await connection.scalar(
-                sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = :name"),
-                {"name": self.live},
-            )
-            if not exists:  # nothing live yet: the rebuilt schema simply becomes it
-                await connection.execute(sa.text(f"ALTER SCHEMA {shadow} RENAME TO {live}"))
+    async def _check_history(self, admin: AsyncEngine, began: object) -> None:
+        """HistoryIncomplete (and the rebuilt schema dropped) if an event the live schema
+        applied before the rebuild began is not among those the rebuild found."""
+        live, shadow = _quoted(self.live), _quoted(self.shadow)
+        async with admin.connect() as connection:
+            if not await _schema_exists(connection, self.live):
                 return
-            await connection.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-            await connection.execute(
-                sa.text(
-                    "LOCK TABLE "
-                    + ", ".join(f"{live}.{_quoted(name)}" for name in tables)
-                    + " IN ACCESS EXCLUSIVE MODE"
+            missing = (
+                await connection.execute(
+                    sa.text(
+                        f"SELECT count(*) FROM {live}.processed_events AS kept"
+                        " WHERE kept.processed_at < :began AND NOT EXISTS ("
+                        f"SELECT 1 FROM {shadow}.processed_events AS found"
+                        " WHERE found.event_id = kept.event_id)"
+                    ),
+                    {"began": began},
                 )
+            ).scalar_one()
+        if missing:
+            await self._drop(admin, self.shadow)
+            raise HistoryIncomplete(
+                f"{missing} events the live figures count are no longer in the topics "
+                "(retention, or a broker that restarted empty): the live figures are kept"
             )
-            await connection.execute(sa.text(f"ALTER SCHEMA {live} RENAME TO {old}"))
-            await connection.execute(sa.text(f"ALTER SCHEMA {shadow} RENAME TO {live}"))
+
+    async def _swap(self, admin: AsyncEngine) -> None:
+        """Put the rebuilt schema in the live one's place, in one transaction.
+
+        The live tables are locked first, so that no transaction of the running service
+        reads one schema and writes the other. They are locked in the order the consumer
+        first touches them, and each attempt waits at most `_SWAP_WAIT` (well under
+        PostgreSQL's deadlock check): a reader that locks them in another order is never
+        made a deadlock's victim; the attempt gives way and is made again a moment later.
+        """
+        live, shadow, old = _quoted(self.live), _quoted(self.shadow), _quoted(self.old)
+        deadline = time.monotonic() + _SWAP_PATIENCE_SECONDS
+        while True:
+            try:
+                async with admin.begin() as connection:
+                    if not await _schema_exists(connection, self.live):
+                        # Nothing live yet: the rebuilt schema simply becomes it.
+                        await connection.execute(sa.text(f"ALTER SCHEMA {shadow} RENAME TO {live}"))
+                        return
+                    await connection.execute(sa.text(f"SET LOCAL lock_timeout = '{_SWAP_WAIT}'"))
+                    tables = ", ".join(f"{live}.{_quoted(name)}" for name in _LOCK_ORDER)
+                    await connection.execute(
+                        sa.text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+                    )
+                    await connection.execute(sa.text(f"ALTER SCHEMA {live} RENAME TO {old}"))
+                    await connection.execute(sa.text(f"ALTER SCHEMA {shadow} RENAME TO {live}"))
+                return
+            except sa.exc.DBAPIError as exc:
+                if _sqlstate(exc) not in _BUSY or time.monotonic() > deadline:
+                    raise
+                self.report.swap_attempts += 1
+                await asyncio.sleep(random.uniform(0.05, 0.25))  # noqa: S311 (not a secret)
 
     @staticmethod
     async def _drop(admin: AsyncEngine, schema: str) -> None:
         async with admin.begin() as connection:
             await connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE"))
+
+
+async def _schema_exists(connection: AsyncConnection, name: str) -> bool:
+    found = await connection.scalar(
+        sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = :name"), {"name": name}
+    )
+    return bool(found)
 
 
 async def end_offsets_keeping(
@@ -277,12 +354,17 @@ def main(argv: list[str] | None = None) -> None:
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as bar:
         task = bar.add_task(f"rebuilding {rebuild.live}", total=None)
-        report = asyncio.run(
-            rebuild.run(
-                lambda done, total: bar.update(task, completed=done, total=total),
-                keep_old=args.keep_old,
+        try:
+            report = asyncio.run(
+                rebuild.run(
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                    keep_old=args.keep_old,
+                )
             )
-        )
+        except HistoryIncomplete as exc:
+            bar.stop()
+            print(f"not rebuilt: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
     print(
         f"rebuilt {report.schema}: {report.records} records read, {report.applied} applied, "
         f"{report.skipped} skipped, {report.after_swap} after the swap, in {report.seconds} s "

@@ -6,18 +6,21 @@ killed half-way, it leaves the live figures alone and runs again from the start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
-from services.metrics.rebuild import Rebuild
+from services.metrics.rebuild import HistoryIncomplete, Rebuild
 from shared.kafka import connection_options
 from tests.metric_stories import (
     assert_cells_equal_the_facts,
@@ -120,47 +123,81 @@ async def test_a_rebuild_replaces_wrong_figures_while_the_service_answers(settin
     assert seen
     assert seen[-1][0] == report.records
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
-    assert set(report.phases) == {"prepare", "replay", "catch up", "swap", "after swap", "drop old"}
+    assert list(report.phases) == [
+        "prepare",
+        "replay",
+        "catch up",
+        "check",
+        "swap",
+        "after swap",
+        "drop old",
+    ]
 
 
-async def test_a_rebuild_killed_half_way_leaves_the_live_figures_and_runs_again(settings, tmp_path):
-    records, distinct = shuffled_records(random.Random(7), range(300))
-    schema = settings.schema_of("metrics")
+@contextlib.asynccontextmanager
+async def metrics_with(settings, seed: int, tickets: range) -> AsyncIterator[tuple[Any, Any, int]]:
+    """A running metrics service with the stories of `tickets` applied, a connection to the
+    database, and the number of distinct events."""
+    records, distinct = shuffled_records(random.Random(seed), tickets)
     connection = await connect(settings)
     try:
         async with running_service("metrics", settings) as metrics:
             await publish(settings, records)
             await eventually(
-                lambda: _is(count_in(connection, schema), distinct),
+                lambda: _is(count_in(connection, settings.schema_of("metrics")), distinct),
                 timeout=60,
                 message="all applied",
             )
-            before = await rates_of(metrics)
-            assert before == expected_figures(range(300))
-
-            env = service_environment(settings)
-            command = [sys.executable, "-m", "services.metrics", "rebuild", "--batch", "10"]
-            child = start("rebuild", command, tmp_path / "rebuild.log", env)
-            try:
-                await eventually(
-                    lambda: _more_than(count_in(connection, f"{schema}__rebuild"), 0),
-                    timeout=60,
-                    message="the rebuild under way",
-                )
-                os.kill(child.process.pid, signal.SIGKILL)
-                assert child.process.wait(timeout=10) == -signal.SIGKILL
-            finally:
-                if child.process.poll() is None:
-                    child.process.kill()
-            assert await count_in(connection, f"{schema}__rebuild") < distinct  # half-way
-            assert await rates_of(metrics) == before  # the live schema untouched
-
-            report = await Rebuild(settings, batch_size=500).run()
-            assert report.applied == distinct
-            assert await rates_of(metrics) == before
-        assert await schemas(connection, f"{schema}\\_\\_%") == set()
+            yield metrics, connection, distinct
     finally:
         await connection.close()
+
+
+async def test_a_rebuild_killed_half_way_leaves_the_live_figures_and_runs_again(settings, tmp_path):
+    schema = settings.schema_of("metrics")
+    async with metrics_with(settings, 7, range(300)) as (metrics, connection, distinct):
+        before = await rates_of(metrics)
+        assert before == expected_figures(range(300))
+
+        env = service_environment(settings)
+        command = [sys.executable, "-m", "services.metrics", "rebuild", "--batch", "10"]
+        child = start("rebuild", command, tmp_path / "rebuild.log", env)
+        try:
+            await eventually(
+                lambda: _more_than(count_in(connection, f"{schema}__rebuild"), 0),
+                timeout=60,
+                message="the rebuild under way",
+            )
+            os.kill(child.process.pid, signal.SIGKILL)
+            assert child.process.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if child.process.poll() is None:
+                child.process.kill()
+        assert await count_in(connection, f"{schema}__rebuild") < distinct  # half-way
+        assert await rates_of(metrics) == before  # the live schema untouched
+
+        report = await Rebuild(settings, batch_size=500).run()
+        assert report.applied == distinct
+        assert await rates_of(metrics) == before
+        assert await schemas(connection, f"{schema}\\_\\_%") == set()
+
+
+async def test_a_rebuild_refuses_to_swap_when_the_topics_lost_history(settings):
+    """Events the live figures count but the topics no longer hold (retention, a broker that
+    restarted empty) would vanish from the figures: the rebuild stops before the swap."""
+    schema = settings.schema_of("metrics")
+    async with metrics_with(settings, 8, range(20)) as (metrics, connection, distinct):
+        before = await rates_of(metrics)
+        # An event applied long ago whose record the broker has since dropped.
+        await connection.execute(
+            f'INSERT INTO "{schema}".processed_events (event_id, ce_type, processed_at)'
+            " VALUES ('long-gone', 'hotline.ticket.submitted.v1', now() - interval '1 day')"
+        )
+        with pytest.raises(HistoryIncomplete, match="1 events the live figures count"):
+            await Rebuild(settings, batch_size=100).run()
+        assert await rates_of(metrics) == before
+        assert await count_in(connection, schema) == distinct + 1  # the live schema kept
+        assert await schemas(connection, f"{schema}\\_\\_%") == set()
 
 
 def test_a_batch_below_one_is_refused_with_the_option_named(settings):

@@ -83,3 +83,22 @@ def test_a_key_that_disagrees_with_the_ticket_id_is_poison():
     rec = record()
     with pytest.raises(PoisonMessage, match="key"):
         decode(rec.headers, b"another-ticket", rec.value)
+
+
+@pytest.mark.parametrize(("length", "poison"), [(64, False), (65, True), (10_000, True)])
+def test_an_event_id_longer_than_any_id_is_poison(length, poison):
+    """A longer id could not be recorded as processed (64 characters) without cutting it, and
+    two ids cut alike would pass for one event."""
+    rec = encode(
+        event_id="e" * length,
+        ce_type=EVENT.ce_type,
+        source="/hotline/dispatch",
+        time=AT,
+        key=EVENT.ticket_id,
+        data=event_data(EVENT),
+    )
+    if poison:
+        with pytest.raises(PoisonMessage, match="ce_id is longer than 64"):
+            decode(rec.headers, rec.key, rec.value)
+    else:
+        assert decode(rec.headers, rec.key, rec.value).event_id == "e" * 64

@@ -1,0 +1,88 @@
+"""Readers asking the same question at once share one computation; an answer is reused for a
+short while, never a failure, and only so many questions are remembered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.metrics.answers import SharedAnswers
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        await self.release.wait()
+        return self.calls
+
+
+async def test_readers_asking_at_once_share_one_computation():
+    answers, compute = SharedAnswers(ttl=0.0), Counting()
+    waiting = [asyncio.create_task(answers.get("rates", compute)) for _ in range(8)]
+    await asyncio.sleep(0)
+    compute.release.set()
+    assert await asyncio.gather(*waiting) == [1] * 8
+    assert compute.calls == 1
+
+
+async def test_an_answer_is_reused_within_its_time_and_computed_again_after():
+    answers, compute = SharedAnswers(ttl=0.2), Counting()
+    compute.release.set()
+    assert await answers.get("rates", compute) == 1
+    assert await answers.get("rates", compute) == 1  # within 0.2 s
+    await asyncio.sleep(0.25)
+    assert await answers.get("rates", compute) == 2
+    assert await answers.get("other question", compute) == 3
+
+
+async def test_with_no_time_to_keep_a_finished_answer_is_never_reused():
+    answers, compute = SharedAnswers(ttl=0.0), Counting()
+    compute.release.set()
+    assert [await answers.get("rates", compute) for _ in range(3)] == [1, 2, 3]
+
+
+async def test_a_failure_is_not_kept():
+    answers = SharedAnswers(ttl=60.0)
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("database away")
+        return "figures"
+
+    with pytest.raises(ConnectionError):
+        await answers.get("rates", flaky)
+    assert await answers.get("rates", flaky) == "figures"
+
+
+async def test_a_reader_that_gives_up_does_not_cancel_the_others():
+    answers, compute = SharedAnswers(ttl=0.0), Counting()
+    impatient = asyncio.create_task(answers.get("rates", compute))
+    patient = asyncio.create_task(answers.get("rates", compute))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    compute.release.set()
+    assert await patient == 1
+
+
+async def test_only_so_many_questions_are_remembered():
+    answers = SharedAnswers(ttl=60.0, capacity=2)
+    calls: list[str] = []
+
+    def asking(question: str):
+        async def compute() -> str:
+            calls.append(question)
+            return question
+
+        return compute
+
+    for question in ("a", "b", "c", "a"):
+        await answers.get(question, asking(question))
+    assert calls == ["a", "b", "c", "a"]  # "a" was forgotten when "c" came

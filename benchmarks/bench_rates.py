@@ -270,6 +270,9 @@ async def run(
             "schema_prefix": f"bench{uuid.uuid4().hex[:6]}_",
             "kafka_bootstrap_servers": "127.0.0.1:9",  # no broker: only the HTTP side is timed
             "rates_refresh_seconds": 3600,
+            # One request at a time measures the computation: no answer reused. The loaded
+            # server below shares answers as deployed (HOTLINE_RATES_ANSWER_SECONDS).
+            "rates_answer_seconds": 0,
             "data_dir": tempfile.mkdtemp(prefix="hotline-bench-"),
         }
     )
@@ -389,6 +392,7 @@ def under_load(
         shutil.rmtree(folder, ignore_errors=True)
     return {
         "connections": connections,
+        "answer_seconds": Settings().rates_answer_seconds,
         "seconds_per_run": seconds,
         **{
             label: {

@@ -255,3 +255,48 @@ async def test_drain_ends_when_only_rows_set_aside_or_held_are_left():
     store = FakeOutboxStore([pending(1, "t-1"), unencodable(2, "t-2"), pending(3, "t-2")])
     assert await relay(store, FakePublisher()).drain(timeout=2) is True
     assert store.published == [1]
+
+
+class CountingPublisher(FakePublisher):
+    """Counts the rounds: how many sends the relay made, each with how many records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[int] = []
+
+    async def publish(self, records):
+        self.rounds.append(len(records))
+        return await super().publish(records)
+
+
+@pytest.mark.parametrize(("linger", "rounds"), [(0.0, [1, 1, 1]), (0.2, [3])])
+async def test_a_lingering_relay_sends_the_commits_of_a_busy_moment_in_one_round(linger, rounds):
+    store = FakeOutboxStore([pending(1)])
+    publisher = CountingPublisher()
+    the_relay = OutboxRelay(
+        store, publisher, service="test", batch_size=10, idle_seconds=0.01, linger_seconds=linger
+    )
+    stepping = asyncio.create_task(the_relay.step())
+    for seq in (2, 3):  # two more commits while it lingers (or right after each round)
+        await asyncio.sleep(0)
+        store.rows[seq] = pending(seq)
+        store.attempts[seq] = 0
+        if linger == 0.0:
+            await stepping
+            stepping = asyncio.create_task(the_relay.step())
+    await stepping
+    assert publisher.rounds == rounds
+    assert store.published == [1, 2, 3]
+
+
+async def test_a_relay_that_left_rows_behind_does_not_linger_before_the_next_round():
+    store = FakeOutboxStore([pending(seq) for seq in range(1, 6)])
+    publisher = CountingPublisher()
+    the_relay = OutboxRelay(
+        store, publisher, service="test", batch_size=2, idle_seconds=0.01, linger_seconds=0.5
+    )
+    await the_relay.step()  # the first round lingers
+    async with asyncio.timeout(0.4):  # a full round behind it: the next two go at once
+        assert await the_relay.step() == 0.0
+        await the_relay.step()
+    assert publisher.rounds == [2, 2, 1]

@@ -36,7 +36,7 @@ from shared.envelope import KafkaRecord, encode, event_data
 from shared.events import CallOutcome, Event, TicketSubmitted
 from shared.kafka import connection_options
 from shared.names import Role, ServiceName
-from shared.offsets import topic_partitions
+from shared.offsets import end_offsets, topic_partitions
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -236,6 +236,9 @@ async def read_topic(
             return (await topic_partitions(consumer, [topic])).get(topic)
 
         assigned = await eventually(partitions_of_topic, message=f"topic {topic}")
+        # Read at least to the ends of now: a first fetch that comes back empty (Apache Kafka
+        # may take longer than one poll to answer it) does not mean an empty topic.
+        ends = await end_offsets(consumer, assigned)
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         records: list[ConsumerRecord[bytes, bytes]] = []
@@ -244,7 +247,8 @@ async def read_topic(
             batch = await consumer.getmany(*assigned, timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
-            if not batch and len(records) >= at_least:
+            at_ends = all([await consumer.position(tp) >= ends[tp] for tp in assigned])
+            if not batch and at_ends and len(records) >= at_least:
                 return records
             if time.monotonic() > deadline:
                 raise AssertionError(

@@ -171,8 +171,14 @@ def compose_environment(properties: Mapping[str, str]) -> dict[str, str]:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
+
+    Never one that starts with `-`: `kafka-storage format --cluster-id -x...` takes it for
+    an option and fails (Kafka's own `Uuid.randomUuid` skips those for the same reason)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 # ----------------------------------------------------------------------------- readiness

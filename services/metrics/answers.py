@@ -1,6 +1,7 @@
 """Answers shared between readers asking the same question at once.
 
-Eight clients asking `/rates` together would each compute the same sums. Instead, a reader
+Eight clients asking `/rates` together would each compute the same sums and serialise the
+same JSON. Instead, a reader
 whose question is being answered waits for that answer, and an answer is reused for a short
 while (`HOTLINE_RATES_ANSWER_SECONDS`, 0.25 s): a dashboard refreshing every few seconds
 sees figures at most that much older than the database. A failure is never kept.

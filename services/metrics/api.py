@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 
 from services.metrics.deps import Deps, MetricsDeps
 from services.metrics.models import (
@@ -75,47 +77,64 @@ async def rate_filter(
 FilterDep = Annotated[RateFilter, Depends(rate_filter)]
 
 
-async def _totals(
-    deps: MetricsDeps, filters: RateFilter, by: Dimension | None
-) -> dict[str, Totals]:
-    """The totals, computed once for readers asking the same at once (`answers`)."""
+async def _shared_json(
+    deps: MetricsDeps,
+    filters: RateFilter,
+    by: Dimension | None,
+    shape: Callable[[dict[str, Totals]], BaseModel],
+) -> Response:
+    """The answer as JSON, computed and serialised once for readers asking the same at once,
+    and reused for a moment (`answers`): eight dashboards asking together cost one query
+    and one serialisation."""
 
-    async def compute() -> dict[str, Totals]:
+    async def compute() -> bytes:
         async with deps.database.read() as db:
-            return await read_totals(db, filters, by=by, now=utc_now())
+            totals = await read_totals(db, filters, by=by, now=utc_now())
+        return shape(totals).model_dump_json().encode()
 
-    return await deps.answers.get((filters, by), compute)
+    body = await deps.answers.get((filters, by), compute)
+    return Response(content=body, media_type="application/json")
+
+
+def _all_rates(totals: dict[str, Totals]) -> RatesPublic:
+    total = next(iter(totals.values()), Totals())
+    return RatesPublic(rates=rates_public(rates_of(total)))
+
+
+def _rates_by(dimension: Dimension) -> Callable[[dict[str, Totals]], RatesByPublic]:
+    def shape(totals: dict[str, Totals]) -> RatesByPublic:
+        return RatesByPublic(
+            by=dimension,
+            groups=[
+                RateGroup(key=key, rates=rates_public(rates_of(group)))
+                for key, group in totals.items()
+            ],
+        )
+
+    return shape
 
 
 @router.get("/rates", response_model=RatesPublic)
-async def read_rates(caller: Auditor, deps: Deps, filters: FilterDep) -> RatesPublic:
+async def read_rates(caller: Auditor, deps: Deps, filters: FilterDep) -> Response:
     """Every evaluation rate of the selected tickets, each with numerator and denominator.
 
     A rate whose denominator is 0 has `value: null`. Transfers, work orders, replies and
     callbacks belong to their ticket (its city, channel, scenario and `submitted_at`): one
     whose ticket's own event has not arrived yet is counted as soon as it does. Callbacks
     are counted per callback for satisfaction, per ticket for the callback rate."""
-    totals = await _totals(deps, filters, None)
-    total = next(iter(totals.values()), Totals())
-    return RatesPublic(rates=rates_public(rates_of(total)))
+    return await _shared_json(deps, filters, None, _all_rates)
 
 
 @router.get("/rates/by/{dimension}", response_model=RatesByPublic)
 async def read_rates_by(
     caller: Auditor, dimension: Dimension, deps: Deps, filters: FilterDep
-) -> RatesByPublic:
+) -> Response:
     """The rates per city, channel, scenario or department, with the same filters.
 
     Grouped by department, the call and callback rates (which ignore department) are the
     same in every group.
     """
-    totals = await _totals(deps, filters, dimension)
-    return RatesByPublic(
-        by=dimension,
-        groups=[
-            RateGroup(key=key, rates=rates_public(rates_of(group))) for key, group in totals.items()
-        ],
-    )
+    return await _shared_json(deps, filters, dimension, _rates_by(dimension))
 
 
 @router.get(

@@ -129,3 +129,21 @@ def test_a_secure_listener_refuses_unknown_mechanisms_and_unsafe_credentials() -
 def test_multi_line_values_are_written_as_java_properties_escapes() -> None:
     assert _property_line("k", "a\nb\\c") == "k=a\\nb\\\\c"
     assert _property_line("log.dirs", "/tmp/x") == "log.dirs=/tmp/x"
+
+
+def test_a_cluster_id_never_starts_with_a_dash_so_kafka_storage_takes_it_as_a_value(
+    monkeypatch,
+):
+    import uuid as uuid_module
+
+    from hotline.embedded import kafka_cluster
+
+    # b"\xf8..." encodes to "-..." in URL-safe base64: the first draw must be skipped.
+    draws = iter([uuid_module.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid_module.uuid4()])
+    monkeypatch.setattr(kafka_cluster.uuid, "uuid4", lambda: next(draws))
+    cluster_id = kafka_cluster.new_cluster_id()
+    assert not next(draws, None)  # both draws were taken: the dashed one was skipped
+    monkeypatch.undo()
+    assert not cluster_id.startswith("-")
+    assert len(cluster_id) == 22
+    assert all(not kafka_cluster.new_cluster_id().startswith("-") for _ in range(2000))

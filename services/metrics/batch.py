@@ -105,6 +105,18 @@ class BatchChanges:
     cells: CellDeltas
 
 
+def arriving_tickets(events: Iterable[Event], tickets: Mapping[str, Row]) -> list[str]:
+    """The tickets whose own event is among `events` and that were not counted before: their
+    waiting facts must be loaded too (`Batch` counts them with the ticket)."""
+    return sorted(
+        {
+            event.ticket_id
+            for event in events
+            if isinstance(event, TicketSubmitted) and not tickets[event.ticket_id]["counted"]
+        }
+    )
+
+
 def empty_row(kind: Kind, ident: str, columns: Iterable[str]) -> Row:
     """A row that records nothing yet: every column None, flags False, counters 0."""
     row: Row = dict.fromkeys(columns)

@@ -18,14 +18,21 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from services.metrics.batch import ID_COLUMN, KINDS, Batch, FactRows, Kind, Row
+from services.metrics.batch import (
+    ID_COLUMN,
+    KINDS,
+    Batch,
+    FactRows,
+    Kind,
+    Row,
+    arriving_tickets,
+)
 from services.metrics.cube import apply_deltas
 from services.metrics.models import callback_facts, ticket_facts, transfer_facts, work_order_facts
 from shared.db import Transaction
 from shared.events import (
     CallbackLogged,
     Event,
-    TicketSubmitted,
     TransferAttempted,
     WorkOrderCreated,
     WorkOrderReplied,
@@ -119,14 +126,7 @@ async def load(tx: Transaction, events: Sequence[Event]) -> FactRows:
         "transfer": _ids(events, TransferAttempted, attribute="transfer_id"),
         "callback": _ids(events, CallbackLogged, attribute="callback_id"),
     }
-    tickets_before = loaded["ticket"]
-    arriving = sorted(
-        {
-            event.ticket_id
-            for event in events
-            if isinstance(event, TicketSubmitted) and not tickets_before[event.ticket_id]["counted"]
-        }
-    )
+    arriving = arriving_tickets(events, loaded["ticket"])
     for kind in ("work_order", "transfer", "callback"):
         if named[kind]:
             rows = await tx.execute(_BY_IDS[kind], {"ids": named[kind]})

@@ -24,6 +24,7 @@ from services.metrics.batch import (
     PER_DEPARTMENT_KINDS,
     Batch,
     FactRows,
+    arriving_tickets,
     empty_row,
 )
 from services.metrics.cube import Dims, cell_keys
@@ -65,12 +66,7 @@ class MemoryFacts:
                 ident = getattr(event, attribute, None)
                 if ident is not None and ident in self.tables[kind]:
                     loaded[kind][ident] = dict(self.tables[kind][ident])
-        arriving = {
-            event.ticket_id
-            for event in events
-            if isinstance(event, TicketSubmitted)
-            and not loaded["ticket"][event.ticket_id]["counted"]
-        }
+        arriving = arriving_tickets(events, loaded["ticket"])
         for kind in ("work_order", "transfer", "callback"):
             for ident, row in self.tables[kind].items():
                 if row["ticket_id"] in arriving and not row["counted"]:

@@ -18,20 +18,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.common import Run, machine, parse_wrk, stop_all, store_key, wait_answering, wrk
-from hotline.embedded import free_port, start_broker, start_postgres
+from benchmarks.common import (
+    Run,
+    embedded_servers,
+    machine,
+    parse_wrk,
+    store_key,
+    wait_answering,
+    wrk,
+)
+from hotline.embedded import free_port
 from shared.settings import Settings
 
 BODY = {
@@ -60,42 +64,24 @@ def intake_command(workers: int, port: int) -> list[str]:
 def bench(rounds: int, seconds: int, connections: int, workers: int = 1) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
-    folder = Path(tempfile.mkdtemp(prefix="hotline-bench-intake-"))
-    folder.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
-    broker = start_broker(folder)
-    postgres = start_postgres(folder)
-    children: list[subprocess.Popen[bytes]] = []
-    try:
+    with embedded_servers("intake") as servers:
+        folder = servers.folder
         intake_port, baseline_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "DATABASE_URL": postgres.url,
-            "HOTLINE_DATA_DIR": str(folder / "data"),
-            "HOTLINE_INTAKE_PORT": str(intake_port),
-            "HOTLINE_LOG_LEVEL": "WARNING",
-            "HOTLINE_RATE_LIMIT": "1000000/second",
-            "HOTLINE_KAFKA_IDEMPOTENT_PRODUCER": "false",
-        }
-        log = (folder / "servers.log").open("ab")
-        children.append(
-            subprocess.Popen(intake_command(workers, intake_port), env=env, stdout=log, stderr=log)
+        intake_process = servers.start(
+            intake_command(workers, intake_port), HOTLINE_INTAKE_PORT=str(intake_port)
         )
-        children.append(
-            subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", "benchmarks.baseline_intake:app",
-                    "--host", "127.0.0.1", "--port", str(baseline_port),
-                    "--log-level", "warning", "--no-access-log",
-                ],
-                env=env, stdout=log, stderr=log,
-            )
+        baseline_process = servers.start(
+            [
+                sys.executable, "-m", "uvicorn", "benchmarks.baseline_intake:app",
+                "--host", "127.0.0.1", "--port", str(baseline_port),
+                "--log-level", "warning", "--no-access-log",
+            ]
         )  # fmt: skip
         intake = f"http://127.0.0.1:{intake_port}"
         baseline = f"http://127.0.0.1:{baseline_port}"
-        wait_answering(f"{intake}/readyz", children[0])
-        wait_answering(f"{baseline}/docs", children[1])
-        token = asyncio.run(store_key(Settings(database_url=postgres.url)))
+        wait_answering(f"{intake}/readyz", intake_process)
+        wait_answering(f"{baseline}/docs", baseline_process)
+        token = asyncio.run(store_key(Settings(database_url=servers.database_url)))
         check = httpx.post(
             f"{intake}/tickets", json=BODY, headers={"Authorization": f"Bearer {token}"}
         )
@@ -111,11 +97,6 @@ def bench(rounds: int, seconds: int, connections: int, workers: int = 1) -> dict
                         name, wrk(f"{url}/tickets", token, seconds, connections, folder, BODY)
                     )
                 )
-    finally:
-        stop_all(children)
-        broker.stop()
-        postgres.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
     def median(target: str, field: str) -> float:
         values = [float(getattr(r, field)) for r in runs if r.target == target]

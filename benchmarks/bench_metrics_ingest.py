@@ -181,13 +181,17 @@ async def fresh_database(url: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
+_DATA_ROOT = Path(tempfile.gettempdir()) / f"hotline-bench-data-{os.getpid()}"
+"""The variants' data folders, removed at the end of the run."""
+
+
 def bench_settings(kafka: str, database: str) -> Settings:
     """A run of its own: its own database and topics (so its own consumer group)."""
     return Settings(
         kafka_bootstrap_servers=kafka,
         database_url=database,
         topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-        data_dir=Path(tempfile.mkdtemp(prefix="hotline-bench-data-")),
+        data_dir=_DATA_ROOT / uuid.uuid4().hex,
         log_level="WARNING",
     )
 
@@ -241,6 +245,8 @@ async def applied_rate(
             if count and first is None:
                 first = (now, count)
             if count >= events and first is not None:
+                if count == first[1]:
+                    raise SystemExit("all applied before a second look: use more --tickets")
                 return (events - first[1]) / (now - first[0]), connection
             await asyncio.sleep(0.05)
     finally:
@@ -300,8 +306,11 @@ async def one_round(kafka: str, database: str, tickets: int) -> dict[str, float 
 
 
 async def run(tickets: int, rounds: int) -> dict[str, Any]:
-    async with servers() as (kafka, database):
-        results = [await one_round(kafka, database, tickets) for _ in range(rounds)]
+    try:
+        async with servers() as (kafka, database):
+            results = [await one_round(kafka, database, tickets) for _ in range(rounds)]
+    finally:
+        shutil.rmtree(_DATA_ROOT, ignore_errors=True)
     rates = {
         variant: spread([float(r[variant]) for r in results]) for variant in (*VARIANTS, "rebuild")
     }

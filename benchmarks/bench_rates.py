@@ -254,6 +254,10 @@ def _ms(samples: list[float]) -> dict[str, float]:
     }
 
 
+_DATA_DIR = Path(tempfile.gettempdir()) / f"hotline-bench-rates-{os.getpid()}"
+"""The service's data folder for the run, removed at its end (`main`)."""
+
+
 async def run(
     database_url: str,
     tickets: int,
@@ -273,7 +277,7 @@ async def run(
             # One request at a time measures the computation: no answer reused. The loaded
             # server below shares answers as deployed (HOTLINE_RATES_ANSWER_SECONDS).
             "rates_answer_seconds": 0,
-            "data_dir": tempfile.mkdtemp(prefix="hotline-bench-"),
+            "data_dir": str(_DATA_DIR),
         }
     )
     schema = settings.schema_of("metrics")
@@ -460,6 +464,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     database_url = os.environ.get("DATABASE_URL")
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, _DATA_DIR, True)
         if not database_url:
             data_dir = Path(tempfile.mkdtemp(prefix="hotline-bench-pg-"))
             data_dir.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root

@@ -3,14 +3,18 @@ spread over its runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from hotline.embedded import start_broker, start_postgres
 from shared.auth.keyfile import generate_entries, import_entries
 from shared.auth.store import standalone_key_store
 from shared.names import Role
@@ -155,3 +160,48 @@ async def store_key(settings: Settings, role: Role = "evaluator") -> str:
     async with standalone_key_store(settings) as store:
         await import_entries(store, entries)
     return entries[0].token
+
+
+@dataclass
+class Servers:
+    """A broker and PostgreSQL of a benchmark's own, and what its service processes need."""
+
+    folder: Path
+    database_url: str
+    env: dict[str, str]
+    children: list[subprocess.Popen[bytes]]
+
+    def start(self, command: list[str], **env: str) -> subprocess.Popen[bytes]:
+        """A child process with the servers' environment (and `env`), logging to a file."""
+        log = (self.folder / "servers.log").open("ab")
+        child = subprocess.Popen(command, env={**self.env, **env}, stdout=log, stderr=log)
+        self.children.append(child)
+        return child
+
+
+@contextlib.contextmanager
+def embedded_servers(name: str) -> Iterator[Servers]:
+    """The embedded broker and PostgreSQL in a folder of their own, for one benchmark; every
+    child started with `Servers.start` is stopped, and the folder removed, at the end. Per-key
+    rate limits are lifted."""
+    folder = Path(tempfile.mkdtemp(prefix=f"hotline-bench-{name}-"))
+    folder.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
+    broker = start_broker(folder)
+    postgres = start_postgres(folder)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "DATABASE_URL": postgres.url,
+        "HOTLINE_DATA_DIR": str(folder / "data"),
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_RATE_LIMIT": "1000000/second",
+        "HOTLINE_KAFKA_IDEMPOTENT_PRODUCER": "false",
+    }
+    servers = Servers(folder, postgres.url, env, [])
+    try:
+        yield servers
+    finally:
+        stop_all(servers.children)
+        broker.stop()
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)

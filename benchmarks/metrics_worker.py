@@ -14,27 +14,14 @@ from typing import Any
 
 import services.metrics
 from services.metrics.app import create_app
+from services.metrics.projections import projections as metrics_projections
 from shared.app import ServiceDeps, create_service_app
 from shared.db import Transaction
-from shared.events import (
-    CallbackLogged,
-    Event,
-    TicketSubmitted,
-    TransferAttempted,
-    WorkOrderCreated,
-    WorkOrderReplied,
-)
+from shared.events import Event
+from shared.names import CONSUMES
 from shared.projections import Projections
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
-
-EVENT_TYPES = (
-    TicketSubmitted,
-    TransferAttempted,
-    WorkOrderCreated,
-    WorkOrderReplied,
-    CallbackLogged,
-)
 
 
 async def record_only(tx: Transaction, event: Event) -> None:
@@ -42,9 +29,10 @@ async def record_only(tx: Transaction, event: Event) -> None:
 
 
 def noop_app(settings: Settings) -> Any:
-    """The metrics consumer with handlers that do nothing."""
+    """The metrics consumer with handlers that do nothing, for the event types metrics
+    handles."""
     projections = Projections[Transaction]()
-    for event_type in EVENT_TYPES:
+    for event_type in metrics_projections.event_types:
         projections.on(event_type)(record_only)
     spec = ServiceSpec(
         name="metrics",
@@ -52,7 +40,7 @@ def noop_app(settings: Settings) -> Any:
         migrations=Path(services.metrics.__file__).parent / "migrations",
         routers=[],
         publishes=False,
-        consumes=("intake", "dispatch", "followup"),
+        consumes=CONSUMES["metrics"],
         projections=projections,
     )
     runtime = Runtime(spec, settings)

@@ -47,6 +47,15 @@ def commands(rounds: int, quick: bool) -> dict[str, list[str]]:
             "benchmarks.bench_freshness",
             *("--rounds", str(rounds), "--rate", "200", "--seconds", "10" if quick else "30"),
         ],
+        "lifecycle": [
+            "benchmarks.bench_sustained",
+            *("--rounds", str(rounds), "--rate", "1000", "--seconds", "15" if quick else "60"),
+        ],
+        "memory": [
+            "benchmarks.bench_sustained",
+            *("--kind", "tickets", "--rounds", "1", "--rate", "200"),
+            *("--seconds", "60" if quick else "600"),
+        ],
         "rates": [
             "benchmarks.bench_rates",
             *("--rounds", str(rounds), "--seconds", "5" if quick else "10"),
@@ -77,10 +86,6 @@ def _path(*keys: str) -> Callable[[Results], Any]:
         return found
 
     return get
-
-
-def _not_measured(results: Results) -> None:
-    return None
 
 
 def _intake_goals(key: str, how: str) -> tuple[Goal, Goal]:
@@ -131,7 +136,8 @@ GOALS = (
         "tickets with their whole lifecycle, sustained 60 s (tickets/s)",
         "≥ 1,000",
         lambda v: v >= 1000,
-        _not_measured,
+        _path("lifecycle", "tickets_per_second"),
+        lambda r: f"every rate exact: {_path('lifecycle', 'exact')(r)}",
     ),
     Goal(
         "freshness at 200 tickets/s, p99 (s): answered → applied by metrics",
@@ -166,10 +172,20 @@ GOALS = (
         lambda r: f"{_path('metrics', 'events_per_second', 'rebuild', 'median')(r)} events/s",
     ),
     Goal(
-        "RSS per service after 10 minutes at 200 tickets/s (MB)",
+        "RSS per service after 10 minutes at 200 tickets/s (MB, the largest)",
         "≤ 150",
         lambda v: v <= 150,
-        _not_measured,
+        _path("memory", "rss_max_last_mb"),
+        lambda r: ", ".join(
+            f"{name} {figures['last_mb']:.0f}"
+            for name, figures in (_path("memory", "rss")(r) or {}).items()
+        ),
+    ),
+    Goal(
+        "RSS growth over the second half of those 10 minutes (MB, the largest)",
+        "flat: ≤ 10",
+        lambda v: v <= 10,
+        _path("memory", "rss_max_growth_mb"),
     ),
 )
 
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
     parser.add_argument(
         "--only",
-        choices=("intake", "intake_2_workers", "metrics", "freshness", "rates"),
+        choices=tuple(commands(3, False)),
         action="append",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-result.json"))

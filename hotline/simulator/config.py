@@ -27,6 +27,8 @@ class RunConfig:
     days: int = 7
     window_start: date | None = None
     settle_timeout: float = 60.0
+    duration: float | None = None
+    """Stop starting stories this many seconds after the first (None: play all `tickets`)."""
     poll_interval: float = 0.5
     not_known_timeout: float = 60.0
     """How long to keep retrying a 409 `not_yet_known` (or a 503) before giving up."""

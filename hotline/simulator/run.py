@@ -42,8 +42,9 @@ from shared.names import SERVICE_NAMES
 
 
 async def simulate(config: RunConfig, clients: ServiceClients, *, say: Say = print) -> RunResult:
-    """The comparison run: play `config.tickets` back-dated stories, then poll `/rates`
-    for their window until it equals the expectation or the settle timeout passes."""
+    """The comparison run: play `config.tickets` back-dated stories (fewer when
+    `config.duration` passes first), then poll `/rates` for their window until it equals
+    the expectation or the settle timeout passes."""
     run_id = config.run_id or new_run_id()
     check_keys(clients.keys, config.params.departments())
     await check_reachable(clients, SERVICE_NAMES)
@@ -62,7 +63,10 @@ async def simulate(config: RunConfig, clients: ServiceClients, *, say: Say = pri
     length = (window.until - window.since).total_seconds()
 
     async def jobs() -> AsyncIterator[tuple[Story, datetime | None]]:
+        until = None if config.duration is None else time.monotonic() + config.duration
         for index in range(config.tickets):
+            if until is not None and time.monotonic() >= until:
+                return
             when = rng_for(config.seed, index, "when").uniform(1.0, length - 1.0)
             yield (
                 generate_story(config.params, config.seed, index),

@@ -284,6 +284,17 @@ async def test_a_run_is_the_same_run_again_with_the_same_seed():
     assert first.window == second.window
 
 
+async def test_a_run_with_a_duration_stops_starting_stories_when_it_passes():
+    # 20 stories a second for 0.3 s: about 6 of the 80 start, and the rest never do; what
+    # was started is still counted and compared.
+    config = replace(QUICK, rate=20, duration=0.3)
+    fakes = FakeServices()
+    result = await simulate(config, fakes.clients(), say=lambda line: None)
+    assert 1 <= len(result.sent) < 80
+    assert len(fakes.tickets) == len(result.sent)
+    assert result.comparison.match, result.comparison.mismatched
+
+
 async def test_metrics_that_miscount_are_caught_and_exit_1():
     fakes = FakeServices(miscount="transfer_failure_rate")
     config = replace(QUICK, settle_timeout=0.2)

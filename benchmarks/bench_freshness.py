@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -30,11 +31,27 @@ from hotline.embedded import free_port
 from shared.settings import Settings
 
 
-async def post_paced(url: str, token: str, rate: float, seconds: float) -> tuple[int, int]:
-    """POST tickets at `rate` a second for `seconds`; (accepted, refused or failed)."""
+@dataclass
+class Posted:
+    """What a paced run sent: `due` tickets were scheduled, `accepted` got a 201, `failed`
+    another answer or none; `accepted + failed < due` when the stack could not keep up."""
+
+    due: int
+    accepted: int
+    failed: int
+
+
+async def post_paced(
+    url: str, token: str, rate: float, seconds: float, *, in_flight: int = 16
+) -> Posted:
+    """POST tickets at `rate` a second for `seconds`, at most `in_flight` at once: a ticket
+    whose turn comes while all are busy waits, and none starts after `seconds`. (httpx scans
+    every connection of its pool, and every queued request, for each request: a large pool,
+    or requests piling up in it, made the load generator itself the bottleneck.)"""
     headers = {"Authorization": f"Bearer {token}"}
     accepted = failed = 0
-    limits = httpx.Limits(max_connections=64)
+    slots = asyncio.Semaphore(in_flight)
+    limits = httpx.Limits(max_connections=in_flight)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
 
         async def post() -> None:
@@ -44,6 +61,8 @@ async def post_paced(url: str, token: str, rate: float, seconds: float) -> tuple
             except httpx.HTTPError:
                 failed += 1
                 return
+            finally:
+                slots.release()
             if answer.status_code == 201:
                 accepted += 1
             else:
@@ -51,11 +70,16 @@ async def post_paced(url: str, token: str, rate: float, seconds: float) -> tuple
 
         started = time.monotonic()
         tasks = []
-        for n in range(int(rate * seconds)):
+        due = int(rate * seconds)
+        for n in range(due):
             await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            await slots.acquire()
+            if time.monotonic() - started >= seconds:
+                slots.release()
+                break
             tasks.append(asyncio.create_task(post()))
         await asyncio.gather(*tasks)
-    return accepted, failed
+    return Posted(due, accepted, failed)
 
 
 DELAYS = """
@@ -70,7 +94,8 @@ async def one_round(dsn: str, intake: str, token: str, rate: float, seconds: flo
     connection = await asyncpg.connect(dsn)
     try:
         since = await connection.fetchval("SELECT now()")
-        accepted, failed = await post_paced(f"{intake}/tickets", token, rate, seconds)
+        posted = await post_paced(f"{intake}/tickets", token, rate, seconds)
+        accepted = posted.accepted
         deadline = time.monotonic() + 120
         while True:
             applied = await connection.fetchval(
@@ -89,9 +114,9 @@ async def one_round(dsn: str, intake: str, token: str, rate: float, seconds: flo
         return round(delays[min(len(delays) - 1, int(q * len(delays)))], 3) if delays else 0.0
 
     return {
-        "posted": int(rate * seconds),
+        "posted": posted.due,
         "accepted": accepted,
-        "failed": failed,
+        "failed": posted.failed,
         "applied": len(delays),
         "p50_seconds": quantile(0.5),
         "p99_seconds": quantile(0.99),

@@ -170,16 +170,15 @@ async def tickets_round(
 ) -> dict[str, Any]:
     """`POST /tickets` at `rate` for `seconds`."""
     started = time.monotonic()
-    accepted, failed = await post_paced(
-        f"{endpoints.intake}/tickets", keys.token("evaluator"), rate, seconds
-    )
+    posted = await post_paced(f"{endpoints.intake}/tickets", keys.token("evaluator"), rate, seconds)
     elapsed = time.monotonic() - started
     return {
-        "tickets": accepted,
-        "failures": failed,
-        "exact": failed == 0,
+        "tickets": posted.accepted,
+        "due": posted.due,
+        "failures": posted.failed,
+        "exact": posted.failed == 0,
         "seconds": round(elapsed, 1),
-        "tickets_per_second": round(accepted / elapsed, 1),
+        "tickets_per_second": round(posted.accepted / elapsed, 1),
     }
 
 

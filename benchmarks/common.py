@@ -12,6 +12,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -184,6 +185,8 @@ def embedded_servers(name: str) -> Iterator[Servers]:
     """The embedded broker and PostgreSQL in a folder of their own, for one benchmark; every
     child started with `Servers.start` is stopped, and the folder removed, at the end. Per-key
     rate limits are lifted."""
+    # SIGTERM (a benchmark stopped from outside) unwinds like Ctrl-C: servers stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     folder = Path(tempfile.mkdtemp(prefix=f"hotline-bench-{name}-"))
     folder.chmod(0o711)  # PostgreSQL runs as an unprivileged user when we are root
     broker = start_broker(folder)

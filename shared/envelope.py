@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
-from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.bindings.kafka import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
 from pydantic import ValidationError
 
 from shared.events import EVENT_TYPES, Event
@@ -89,54 +90,114 @@ MAX_EVENT_ID_LENGTH = 64
 poison, so no two ids are ever taken for one."""
 
 
+_REQUIRED = ("ce_id", "ce_type", "ce_source", "ce_specversion")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]+")
+
+
 def decode(
     headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
     key: bytes | None,
     value: bytes | None,
 ) -> Envelope:
-    """Parse a record: `event=None` for an unknown `ce_type`; PoisonMessage if malformed."""
-    header_map = {name: raw for name, raw in headers}
-    for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
-        if required not in header_map:
+    """Parse a record: `event=None` for an unknown `ce_type`; PoisonMessage if malformed.
+
+    The attributes are checked by the rules of the `cloudevents` library's binary-mode
+    reader (a test holds the two to the same verdicts), without building its event object:
+    that took three quarters of a record's decoding, the largest share of a consumer's time
+    per event. The data is validated straight from its JSON bytes by the event's model.
+    """
+    attributes = _attributes(headers)
+    for required in _REQUIRED:
+        if required not in attributes:
             raise PoisonMessage(f"missing header {required}")
-    try:
-        cloud_event = from_binary(
-            KafkaMessage(headers=header_map, key=key, value=value or b""), _FORMAT, CloudEvent
-        )
-    except (BaseCloudEventException, UnicodeDecodeError, ValueError) as exc:
-        raise PoisonMessage(f"not a CloudEvent: {exc}") from exc
-    attributes = cloud_event.get_attributes()
-    event_id = str(attributes["id"])
+    time = _time(attributes.get("ce_time"))
+    if key is not None:
+        try:
+            key.decode()
+        except UnicodeDecodeError as exc:
+            raise PoisonMessage(f"not a CloudEvent: the key is not UTF-8: {exc}") from exc
+    event_id = attributes["ce_id"]
     if len(event_id) > MAX_EVENT_ID_LENGTH:
         raise PoisonMessage(f"ce_id is longer than {MAX_EVENT_ID_LENGTH} characters")
-    ce_type = str(attributes["type"])
+    ce_type = attributes["ce_type"]
     model = EVENT_TYPES.get(ce_type)
     event: Event | None = None
     if model is not None:
-        data = cloud_event.get_data()
-        if isinstance(data, (bytes, str)):
-            try:
-                data = json.loads(data)
-            except ValueError as exc:
-                raise PoisonMessage(f"value is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise PoisonMessage("value is not a JSON object")
         try:
-            event = model.model_validate(data)
+            event = model.model_validate_json(value or b"")
         except ValidationError as exc:
-            raise PoisonMessage(f"invalid {ce_type}: {_first_errors(exc)}") from exc
-        if key is not None and key.decode(errors="replace") != event.ticket_id:
+            raise PoisonMessage(_data_errors(ce_type, exc)) from exc
+        if key is not None and key.decode() != event.ticket_id:
             raise PoisonMessage("the record key is not the event's ticket_id")
-    time = attributes.get("time")
-    subject = attributes.get("subject")
     return Envelope(
         event_id=event_id,
         ce_type=ce_type,
-        source=str(attributes["source"]),
-        time=time if isinstance(time, datetime) else None,
-        subject=str(subject) if subject is not None else None,
+        source=attributes["ce_source"],
+        time=time,
+        subject=attributes.get("ce_subject"),
         event=event,
     )
+
+
+def _attributes(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """The `ce_` headers by lower-case name, checked as CloudEvents 1.0 has them."""
+    attributes: dict[str, str] = {}
+    for name, raw in headers:
+        lowered = name.lower()
+        if not lowered.startswith("ce_"):
+            continue
+        try:
+            attributes[lowered] = raw.decode()
+        except (UnicodeDecodeError, AttributeError) as exc:
+            raise PoisonMessage(f"not a CloudEvent: header {name} is not UTF-8: {exc}") from exc
+    problems = [
+        f"ce_{name} must not be empty"
+        for name in ("id", "source", "type")
+        if attributes.get(f"ce_{name}") == ""
+    ]
+    if attributes.get("ce_specversion", "1.0") != "1.0":
+        problems.append("ce_specversion must be '1.0'")
+    problems += [
+        f"extension {name[3:]!r} must be lower-case letters and digits"
+        for name in attributes
+        if name[3:] not in _KNOWN_ATTRIBUTES
+        and (name == "ce_data" or not _EXTENSION_NAME.fullmatch(name[3:]))
+    ]
+    if problems:
+        raise PoisonMessage("not a CloudEvent: " + "; ".join(problems))
+    return attributes
+
+
+_KNOWN_ATTRIBUTES = frozenset(
+    ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time")
+)
+
+
+def _time(text: str | None) -> datetime | None:
+    """`ce_time` as an aware datetime: RFC 3339 as Python reads it, anything else ISO 8601
+    reads as dateutil does (the library's reader); PoisonMessage if neither, or naive."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError) as exc:
+            raise PoisonMessage(f"not a CloudEvent: ce_time {text[:40]!r}: {exc}") from exc
+    if moment.tzinfo is None:
+        raise PoisonMessage("not a CloudEvent: ce_time must be timezone aware")
+    return moment
+
+
+def _data_errors(ce_type: str, exc: ValidationError) -> str:
+    """The poison reason for data the event's model refused."""
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return f"value is not JSON: {errors[0]['msg']}"
+    if errors and errors[0]["loc"] == () and errors[0]["type"] in ("model_type", "dict_type"):
+        return "value is not a JSON object"
+    return f"invalid {ce_type}: {_first_errors(exc)}"
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

@@ -93,8 +93,9 @@ class Settings(BaseSettings):
 
     # Consumer loop.
     rates_answer_seconds: float = Field(default=0.25, ge=0, le=60)
-    """How long metrics reuses a computed `/rates` answer for the same question (0: only
-    readers asking at the same moment share one)."""
+    """How long metrics reuses a computed `/rates` answer for the same question; while the
+    next one is computed, readers get the last one up to twice this long (0: only readers
+    asking at the same moment share one)."""
     consumer_batch_size: int = 2000
     """Records applied in one transaction at most: larger batches share more of their writes
     (metrics: the aggregate cells), smaller ones hold locks for less time."""

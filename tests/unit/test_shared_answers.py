@@ -35,9 +35,88 @@ async def test_an_answer_is_reused_within_its_time_and_computed_again_after():
     compute.release.set()
     assert await answers.get("rates", compute) == 1
     assert await answers.get("rates", compute) == 1  # within 0.2 s
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.45)  # past twice that: no answer that old is given
     assert await answers.get("rates", compute) == 2
     assert await answers.get("other question", compute) == 3
+
+
+async def let_tasks_run() -> None:
+    """A few turns of the loop: a reader's task starts, then the computation it started."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class Gated:
+    """Each computation waits for its own release; answers 1, 2, 3..."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gates: list[asyncio.Event] = []
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        number = self.calls
+        await gate.wait()
+        return number
+
+
+async def test_while_the_next_answer_is_computed_readers_get_the_previous_without_waiting():
+    answers, compute = SharedAnswers(ttl=0.1), Gated()
+    first = asyncio.create_task(answers.get("rates", compute))
+    await let_tasks_run()
+    compute.gates[0].set()
+    assert await first == 1
+    await asyncio.sleep(0.12)  # past ttl, within 2 * ttl of the first answer's start
+    # The first reader after ttl starts the next computation and, like every reader until
+    # it is done, gets the previous answer at once (the computation is still held).
+    assert await asyncio.wait_for(answers.get("rates", compute), 0.05) == 1
+    assert await asyncio.wait_for(answers.get("rates", compute), 0.05) == 1
+    await let_tasks_run()
+    assert compute.calls == 2
+    compute.gates[1].set()
+    await let_tasks_run()
+    assert await answers.get("rates", compute) == 2
+
+
+async def test_an_answer_older_than_twice_the_time_is_never_given():
+    answers, compute = SharedAnswers(ttl=0.05), Gated()
+    first = asyncio.create_task(answers.get("rates", compute))
+    await let_tasks_run()
+    compute.gates[0].set()
+    assert await first == 1
+    await asyncio.sleep(0.06)
+    assert await answers.get("rates", compute) == 1  # the next one is computing
+    await asyncio.sleep(0.06)
+    assert compute.calls == 2  # now the first answer began more than 0.1 s ago
+    waiting = asyncio.create_task(answers.get("rates", compute))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # it waits for the computation in progress
+    compute.gates[1].set()
+    assert await waiting == 2
+
+
+async def test_a_failed_refresh_is_not_kept_and_the_next_reader_computes_again():
+    answers = SharedAnswers(ttl=0.05)
+    outcomes: list[str | Exception] = ["figures", ConnectionError("database away"), "again"]
+    gate = asyncio.Event()
+    gate.set()
+
+    async def compute() -> str:
+        await gate.wait()
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await answers.get("rates", compute) == "figures"
+    await asyncio.sleep(0.06)
+    gate.clear()
+    assert await answers.get("rates", compute) == "figures"  # the refresh is held
+    gate.set()
+    await asyncio.sleep(0.01)  # the refresh failed; nothing of it is kept
+    assert await answers.get("rates", compute) == "again"
 
 
 async def test_with_no_time_to_keep_a_finished_answer_is_never_reused():

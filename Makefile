@@ -44,7 +44,7 @@ chaos: $(STAMP)
 	$(BIN)/pytest -m fault_run
 	$(BIN)/python -m hotline.chaos --seed $(SEED) --broker $(BROKER) --json chaos-result.json
 
-# Every benchmark, each over 3 rounds beside its baseline (about 20 minutes; QUICK=1 for a
+# Every benchmark, each over 3 rounds beside its baseline (about 35 minutes; QUICK=1 for a
 # few): a goals table on the terminal and every run in bench-result.json. Needs wrk.
 bench: $(STAMP)
 	@scripts/ensure-bench-tools.sh

@@ -106,10 +106,11 @@ def decode(
     that took three quarters of a record's decoding, the largest share of a consumer's time
     per event. The data is validated straight from its JSON bytes by the event's model.
     """
-    attributes = _attributes(headers)
-    for required in _REQUIRED:
-        if required not in attributes:
+    names = {name for name, _ in headers}
+    for required in _REQUIRED:  # named exactly so, as the binding writes them
+        if required not in names:
             raise PoisonMessage(f"missing header {required}")
+    attributes = _attributes(headers)
     time = _time(attributes.get("ce_time"))
     if key is not None:
         try:
@@ -140,11 +141,14 @@ def decode(
 
 
 def _attributes(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
-    """The `ce_` headers by lower-case name, checked as CloudEvents 1.0 has them."""
+    """The `ce_` headers by lower-case name (and `content-type` as `ce_datacontenttype`, as
+    the binding has it), checked as CloudEvents 1.0 has them."""
     attributes: dict[str, str] = {}
     for name, raw in headers:
         lowered = name.lower()
-        if not lowered.startswith("ce_"):
+        if lowered == "content-type":
+            lowered = "ce_datacontenttype"
+        elif not lowered.startswith("ce_"):
             continue
         try:
             attributes[lowered] = raw.decode()
@@ -152,7 +156,7 @@ def _attributes(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
             raise PoisonMessage(f"not a CloudEvent: header {name} is not UTF-8: {exc}") from exc
     problems = [
         f"ce_{name} must not be empty"
-        for name in ("id", "source", "type")
+        for name in ("id", "source", "type", "subject", "datacontenttype", "dataschema")
         if attributes.get(f"ce_{name}") == ""
     ]
     if attributes.get("ce_specversion", "1.0") != "1.0":

@@ -183,7 +183,7 @@ GOALS = (
         ),
     ),
     Goal(
-        "RSS growth over the second half of those 10 minutes (MB, the largest)",
+        "RSS growth, second quarter of those 10 minutes to the last (MB, the largest)",
         "flat: ≤ 10",
         lambda v: v <= 10,
         _path("memory", "rss_max_growth_mb"),

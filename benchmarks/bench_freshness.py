@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +25,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from benchmarks.bench_intake import BODY
-from benchmarks.common import embedded_servers, machine, spread, store_key, wait_answering
-from hotline.embedded import free_port
+from benchmarks.common import embedded_servers, machine, spread, store_key
 from shared.settings import Settings
 
 
@@ -126,13 +124,7 @@ async def one_round(dsn: str, intake: str, token: str, rate: float, seconds: flo
 
 def bench(rate: float, seconds: float, rounds: int) -> dict[str, Any]:
     with embedded_servers("freshness") as servers:
-        intake_port, metrics_port = free_port(), free_port()
-        ports = {"HOTLINE_INTAKE_PORT": str(intake_port), "HOTLINE_METRICS_PORT": str(metrics_port)}
-        intake_process = servers.start([sys.executable, "-m", "services.intake"], **ports)
-        metrics_process = servers.start([sys.executable, "-m", "services.metrics"], **ports)
-        intake = f"http://127.0.0.1:{intake_port}"
-        wait_answering(f"{intake}/readyz", intake_process)
-        wait_answering(f"http://127.0.0.1:{metrics_port}/readyz", metrics_process)
+        intake = servers.start_services("intake", "metrics")["intake"].url
         token = asyncio.run(store_key(Settings(database_url=servers.database_url)))
         dsn = make_url(servers.database_url).set(drivername="postgresql").render_as_string(False)
         runs = [asyncio.run(one_round(dsn, intake, token, rate, seconds)) for _ in range(rounds)]

@@ -28,7 +28,6 @@ import contextlib
 import itertools
 import json
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -37,15 +36,13 @@ from typing import Any
 import httpx
 
 from benchmarks.bench_freshness import post_paced
-from benchmarks.common import embedded_servers, machine, spread, wait_answering
-from hotline.embedded import free_port
+from benchmarks.common import embedded_servers, machine, spread, store_entries
 from hotline.simulator.client import Endpoints, ServiceClients
 from hotline.simulator.config import RunConfig, new_run_id
 from hotline.simulator.params import SimulatorParams
 from hotline.simulator.run import simulate
 from hotline.stack import rss_mb
-from shared.auth.keyfile import KeyRing, generate_entries, import_entries
-from shared.auth.store import standalone_key_store
+from shared.auth.keyfile import KeyRing, generate_entries
 from shared.names import SERVICE_NAMES, ServiceName
 from shared.settings import Settings
 
@@ -187,23 +184,11 @@ def stack() -> Iterator[tuple[Endpoints, KeyRing, dict[ServiceName, int]]]:
     """The four services on the benchmark's own servers: where they answer, a key for every
     role and department, and their process ids."""
     with embedded_servers("sustained") as servers:
-        ports = {name: free_port() for name in SERVICE_NAMES}
-        env = {f"HOTLINE_{name.upper()}_PORT": str(port) for name, port in ports.items()}
-        processes = {
-            name: servers.start([sys.executable, "-m", f"services.{name}"], **env)
-            for name in SERVICE_NAMES
-        }
-        for name, process in processes.items():
-            wait_answering(f"http://127.0.0.1:{ports[name]}/readyz", process)
+        services = servers.start_services(*SERVICE_NAMES)
         entries = generate_entries(SimulatorParams().departments(), label="bench")
-
-        async def store() -> None:
-            async with standalone_key_store(Settings(database_url=servers.database_url)) as keys:
-                await import_entries(keys, entries)
-
-        asyncio.run(store())
-        endpoints = Endpoints(**{name: f"http://127.0.0.1:{ports[name]}" for name in ports})
-        yield endpoints, KeyRing(entries), {name: p.pid for name, p in processes.items()}
+        asyncio.run(store_entries(Settings(database_url=servers.database_url), entries))
+        endpoints = Endpoints(**{name: service.url for name, service in services.items()})
+        yield endpoints, KeyRing(entries), {n: s.process.pid for n, s in services.items()}
 
 
 def bench(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from hotline.embedded import start_broker, start_postgres
-from shared.auth.keyfile import generate_entries, import_entries
+from hotline.embedded import free_port, start_broker, start_postgres
+from shared.auth.keyfile import KeyEntry, generate_entries, import_entries
 from shared.auth.store import standalone_key_store
-from shared.names import Role
+from shared.names import Role, ServiceName
 from shared.settings import Settings
 
 PACKAGES = ("fastapi", "uvicorn", "asyncpg", "sqlalchemy", "aiokafka")
@@ -155,12 +155,25 @@ def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"{url} did not answer")
 
 
-async def store_key(settings: Settings, role: Role = "evaluator") -> str:
-    """A key of `role` stored (the keys' schema exists once a service has migrated)."""
-    entries = [e for e in generate_entries([], label="bench") if e.role == role]
+async def store_entries(settings: Settings, entries: Sequence[KeyEntry]) -> None:
+    """Keys stored (the keys' schema exists once a service has migrated)."""
     async with standalone_key_store(settings) as store:
         await import_entries(store, entries)
+
+
+async def store_key(settings: Settings, role: Role = "evaluator") -> str:
+    """A key of `role` stored."""
+    entries = [e for e in generate_entries([], label="bench") if e.role == role]
+    await store_entries(settings, entries)
     return entries[0].token
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service running as its own process, and where it answers."""
+
+    url: str
+    process: subprocess.Popen[bytes]
 
 
 @dataclass
@@ -178,6 +191,22 @@ class Servers:
         child = subprocess.Popen(command, env={**self.env, **env}, stdout=log, stderr=log)
         self.children.append(child)
         return child
+
+    def start_services(self, *names: ServiceName) -> dict[ServiceName, Service]:
+        """`python -m services.<name>` for each, every one told the others' ports; returned
+        once each answers `/readyz`."""
+        ports = {name: free_port() for name in names}
+        env = {f"HOTLINE_{name.upper()}_PORT": str(port) for name, port in ports.items()}
+        started = {
+            name: Service(
+                f"http://127.0.0.1:{ports[name]}",
+                self.start([sys.executable, "-m", f"services.{name}"], **env),
+            )
+            for name in names
+        }
+        for service in started.values():
+            wait_answering(f"{service.url}/readyz", service.process)
+        return started
 
 
 @contextlib.contextmanager

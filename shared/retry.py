@@ -42,14 +42,20 @@ _TRANSIENT_NAMES = frozenset(
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
 
+def sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE an exception carries itself (asyncpg's `sqlstate`, psycopg's `pgcode`)."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that pass by themselves (database or broker down): retry, never drop."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, _TRANSIENT) or type(exc).__name__ in _TRANSIENT_NAMES:
         return True
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    if isinstance(sqlstate, str) and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] == "08"):
+    code = sqlstate(exc)
+    if code is not None and (code in _TRANSIENT_SQLSTATES or code[:2] == "08"):
         return True
     orig = getattr(exc, "orig", None)
     if orig is not None and orig is not exc and is_transient(orig):

@@ -92,10 +92,6 @@ class Settings(BaseSettings):
     topic_replication_factor: int = 1
 
     # Consumer loop.
-    rates_answer_seconds: float = Field(default=0.25, ge=0, le=60)
-    """How long metrics reuses a computed `/rates` answer for the same question; while the
-    next one is computed, readers get the last one up to twice this long (0: only readers
-    asking at the same moment share one)."""
     consumer_batch_size: int = 2000
     """Records applied in one transaction at most: larger batches share more of their writes
     (metrics: the aggregate cells), smaller ones hold locks for less time."""
@@ -116,6 +112,10 @@ class Settings(BaseSettings):
     """What a 409 for a ticket whose event has not arrived yet tells the client to wait."""
 
     # Metrics.
+    rates_answer_seconds: float = Field(default=0.25, ge=0, le=60)
+    """How long metrics reuses a computed `/rates` answer for the same question; while the
+    next one is computed, readers get the last one up to twice this long (0: only readers
+    asking at the same moment share one)."""
     rates_window_days: int = 30
     """The rolling window of the per-city rate gauges Prometheus scrapes."""
     rates_refresh_seconds: float = 30.0

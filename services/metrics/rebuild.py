@@ -52,6 +52,7 @@ from shared.kafka import connection_options
 from shared.migrations import upgrade
 from shared.names import CONSUMES
 from shared.offsets import end_offsets, topic_partitions
+from shared.retry import sqlstate
 from shared.settings import Settings
 from shared.workdays import WorkCalendar, local_day
 
@@ -93,11 +94,8 @@ _BUSY: Final = frozenset({"55P03", "40P01"})
 
 def _sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a database error, wherever the driver put it."""
-    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str):
-            return code
-    return None
+    candidates = (exc, getattr(exc, "orig", None), exc.__cause__)
+    return next((code for c in candidates if (code := sqlstate(c)) is not None), None)
 
 
 class HistoryIncomplete(RuntimeError):

@@ -10,7 +10,7 @@ the generated records vary only `ce_` headers, the key and the value.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, timedelta, timezone
 
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
@@ -21,26 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.envelope import MAX_EVENT_ID_LENGTH, PoisonMessage, decode, encode, event_data
-from shared.events import EVENT_TYPES, TransferAttempted
+from shared.envelope import MAX_EVENT_ID_LENGTH, PoisonMessage, decode
+from shared.events import EVENT_TYPES
+from tests.unit.test_envelope import EVENT, record
 
-AT = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
-EVENT = TransferAttempted(
-    ticket_id="ticket-9",
-    transfer_id="x1",
-    department="人社局",
-    mode="three_way",
-    connected=False,
-    at=AT,
-)
-BASE = encode(
-    event_id="e-1",
-    ce_type=EVENT.ce_type,
-    source="/hotline/dispatch",
-    time=AT,
-    key=EVENT.ticket_id,
-    data=event_data(EVENT),
-)
+BASE = record()
 
 
 def reference(headers: list[tuple[str, bytes]], key: bytes | None, value: bytes) -> dict | None:

@@ -62,12 +62,18 @@ class Gated:
         return number
 
 
-async def test_while_the_next_answer_is_computed_readers_get_the_previous_without_waiting():
-    answers, compute = SharedAnswers(ttl=0.1), Gated()
+async def answered_once(ttl: float) -> tuple[SharedAnswers, Gated]:
+    """Shared answers whose first answer (1) has been computed and given."""
+    answers, compute = SharedAnswers(ttl=ttl), Gated()
     first = asyncio.create_task(answers.get("rates", compute))
     await let_tasks_run()
     compute.gates[0].set()
     assert await first == 1
+    return answers, compute
+
+
+async def test_while_the_next_answer_is_computed_readers_get_the_previous_without_waiting():
+    answers, compute = await answered_once(ttl=0.1)
     await asyncio.sleep(0.12)  # past ttl, within 2 * ttl of the first answer's start
     # The first reader after ttl starts the next computation and, like every reader until
     # it is done, gets the previous answer at once (the computation is still held).
@@ -81,15 +87,11 @@ async def test_while_the_next_answer_is_computed_readers_get_the_previous_withou
 
 
 async def test_an_answer_older_than_twice_the_time_is_never_given():
-    answers, compute = SharedAnswers(ttl=0.05), Gated()
-    first = asyncio.create_task(answers.get("rates", compute))
-    await let_tasks_run()
-    compute.gates[0].set()
-    assert await first == 1
+    answers, compute = await answered_once(ttl=0.05)
     await asyncio.sleep(0.06)
     assert await answers.get("rates", compute) == 1  # the next one is computing
-    await asyncio.sleep(0.06)
-    assert compute.calls == 2  # now the first answer began more than 0.1 s ago
+    await asyncio.sleep(0.06)  # now the first answer began more than 0.1 s ago
+    assert compute.calls == 2
     waiting = asyncio.create_task(answers.get("rates", compute))
     await asyncio.sleep(0.01)
     assert not waiting.done()  # it waits for the computation in progress

@@ -125,6 +125,8 @@ class WorkOrderCreated(Event):
     due_at: PlausibleTime
     due_working_days: int = Field(ge=1)
     calendar_source: CalendarSource
+    redo_round: int = Field(default=0, ge=0, le=10_000)
+    """0 for a ticket's ordinary work order; n for the redo (重办) after its n-th reopen."""
 
     def occurred_at(self) -> datetime:
         return self.created_at
@@ -160,6 +162,22 @@ class WorkOrderOverdue(Event):
         return self.detected_at
 
 
+class WorkOrderDueSoon(Event):
+    """A work order with no reply is close to its deadline (督办 warning): emitted once per
+    work order, a configurable number of working days before `due_at`, for departments to
+    subscribe to."""
+
+    ce_type: ClassVar[str] = "hotline.workorder.due_soon.v1"
+
+    work_order_id: str
+    department: str
+    due_at: PlausibleTime
+    warned_at: PlausibleTime
+
+    def occurred_at(self) -> datetime:
+        return self.warned_at
+
+
 class CallbackLogged(Event):
     """The hotline called the citizen back (回访) and, if reached, asked for satisfaction."""
 
@@ -174,6 +192,19 @@ class CallbackLogged(Event):
         return self.at
 
 
+class TicketReopened(Event):
+    """A reached callback answered `unsatisfied` reopened the ticket (重办): emitted by
+    followup in the callback's own transaction; the ticket's next work order is a redo."""
+
+    ce_type: ClassVar[str] = "hotline.ticket.reopened.v1"
+
+    callback_id: str
+    at: PlausibleTime
+
+    def occurred_at(self) -> datetime:
+        return self.at
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     model.ce_type: model
     for model in (
@@ -182,6 +213,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkOrderCreated,
         WorkOrderReplied,
         WorkOrderOverdue,
+        WorkOrderDueSoon,
         CallbackLogged,
+        TicketReopened,
     )
 }

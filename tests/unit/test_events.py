@@ -31,7 +31,9 @@ def test_every_type_is_versioned_past_tense_and_registered_once():
         "hotline.workorder.created.v1",
         "hotline.workorder.replied.v1",
         "hotline.workorder.overdue.v1",
+        "hotline.workorder.due_soon.v1",
         "hotline.callback.logged.v1",
+        "hotline.ticket.reopened.v1",
     }
     for ce_type, model in EVENT_TYPES.items():
         assert model.ce_type == ce_type

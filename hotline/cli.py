@@ -20,6 +20,7 @@ from hotline.service_processes import MigrationFailed
 from hotline.service_processes import migrate as migrate_services
 from hotline.simulator.command import simulate
 from hotline.status import status
+from hotline.tickets import app as tickets_app
 from shared.kafka import ensure_topics
 from shared.names import SERVICE_NAMES, ServiceName, service_named
 from shared.observability import configure_logging
@@ -36,6 +37,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(tickets_app, name="ticket")
+app.add_typer(tickets_app, name="tickets", hidden=True)  # either spelling works
 
 DataDir = Annotated[
     Path | None,

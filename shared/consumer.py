@@ -174,7 +174,10 @@ class KafkaSource:
         if offsets:
             await self._clients.consumer.commit(offsets)
 
-    async def lag(self) -> dict[tuple[str, int], int]:
+    async def lag(self, *, committed: bool = False) -> dict[tuple[str, int], int]:
+        """Records behind the end of each assigned partition: behind the fetch position, or,
+        with `committed`, behind the committed offset (a batch fetched and still being
+        applied counts then)."""
         consumer = self._clients.consumer
         assigned = list(consumer.assignment())
         if not assigned:
@@ -182,8 +185,8 @@ class KafkaSource:
         ends = await member_end_offsets(consumer, assigned)
         lags = {}
         for tp in assigned:
-            position = await consumer.position(tp)
-            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+            position = await (consumer.committed(tp) if committed else consumer.position(tp))
+            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - (position or 0))
         return lags
 
 
@@ -556,11 +559,13 @@ class ConsumerLoop:
                         uow, [(envelope.event_id, envelope.ce_type)]
                     )
                     if mine:
+                        uow.event_id = envelope.event_id
                         await handler(uow, event)
             else:
                 mine = envelope.event_id in claimed
                 claimed.discard(envelope.event_id)  # a second copy in the batch is a duplicate
                 if mine:
+                    uow.event_id = envelope.event_id
                     await handler(uow, event)
         except Exception as exc:
             if is_transient(exc):

@@ -92,6 +92,9 @@ class Transaction:
         self._topic = topic
         self._emitted = 0
         self._session: AsyncSession | None = None
+        self.event_id: str | None = None
+        """The id (`ce_id`) of the event a projection is applying, set by the consumer loop
+        before each handler: a projection that keeps the event itself keys it by this."""
 
     @property
     def session(self) -> AsyncSession:

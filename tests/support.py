@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
-from hotline.embedded import pdeathsig_preexec, start_postgres
+from hotline.embedded import free_port, pdeathsig_preexec, start_postgres
 from services.dispatch.app import create_app as create_dispatch
 from services.followup.app import create_app as create_followup
 from services.intake.app import create_app as create_intake
@@ -211,14 +212,15 @@ class ServiceClient:
         return await self.as_role("department", department)
 
     async def consumed(self) -> None:
-        """Wait until this service's consumer has caught up with everything on its topics."""
+        """Wait until this service's consumer has applied and committed everything on its
+        topics (not only fetched it)."""
         await eventually(self._caught_up, message="consumer caught up")
 
     async def _caught_up(self) -> bool:
         consumer = self.runtime.consumer
         if consumer is None:
             return False
-        lags = await consumer.source.lag()
+        lags = await consumer.source.lag(committed=True)
         return bool(lags) and sum(lags.values()) == 0
 
 
@@ -408,3 +410,30 @@ def service_environment(settings: Settings) -> dict[str, str]:
     env["DATABASE_URL"] = settings.database_url
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@asynccontextmanager
+async def metrics_over_http(settings: Settings) -> AsyncIterator[ServiceClient]:
+    """A metrics service with its lifespan running, served by uvicorn on a free port."""
+    app = load_app("metrics", settings)
+    async with app.router.lifespan_context(app):
+        await eventually(app.state.runtime.broker_connected.is_set, message="metrics on broker")
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        await eventually(lambda: server.started, message="uvicorn started")
+        try:
+            async with contextlib.AsyncExitStack() as clients:
+                metrics = ServiceClient(
+                    "metrics",
+                    app.state.runtime,
+                    httpx.AsyncHTTPTransport(),
+                    f"http://127.0.0.1:{port}",
+                    clients,
+                )
+                metrics.http = await metrics.as_role("auditor")
+                yield metrics
+        finally:
+            server.should_exit = True
+            await serving

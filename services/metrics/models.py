@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
@@ -136,6 +137,25 @@ callback_facts = sa.Table(
     sa.Index("callback_facts_by_time", "submitted_at"),
 )
 
+ticket_events = sa.Table(
+    "ticket_events",
+    METADATA,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False),
+    sa.Column("ce_type", sa.String(255), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor_key_id", sa.String(64)),
+    sa.Column("actor_role", sa.String(16)),
+    sa.Column("actor_department", sa.String(64)),
+    sa.Column("work_order_id", sa.String(64)),
+    sa.Column("changes", postgresql.JSONB, nullable=False),
+    sa.Column(
+        "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("ticket_events_by_ticket", "ticket_id", "at"),
+)
+"""Every event of every ticket, as it came (see `history`): the timelines read it."""
+
 working_days = sa.Table(
     "working_days",
     METADATA,
@@ -249,3 +269,53 @@ class UnansweredPage(BaseModel):
 
 
 UNANSWERED_CSV_COLUMNS = tuple(UnansweredWorkOrder.model_fields)
+
+
+class ActorPublic(BaseModel):
+    """The key that caused an event: its id (never its secret), role and department."""
+
+    key_id: str
+    role: str | None
+    department: str | None
+
+
+class TimelineEvent(BaseModel):
+    """One event of a ticket's story."""
+
+    event_id: str
+    type: str = Field(description="The CloudEvents type, e.g. hotline.workorder.replied.v1")
+    at: datetime = Field(description="When it happened (the event's own time)")
+    actor: ActorPublic | None = Field(
+        description="The key that caused it; null for what the system did by itself"
+    )
+    work_order_id: str | None
+    changes: dict[str, Any] = Field(description="What the event recorded: its data")
+
+
+class DeadlinePublic(BaseModel):
+    """A work order's deadline and what became of it."""
+
+    work_order_id: str
+    department: str | None
+    created_at: datetime | None = Field(description="null while its creation is not known")
+    due_at: datetime | None
+    redo_round: int = Field(description="0, or n for the redo (重办) after the n-th reopen")
+    first_reply_at: datetime | None
+    due_soon_warned_at: datetime | None
+    overdue_announced_at: datetime | None
+    met: bool | None = Field(
+        description="true: first reply by due_at; false: replied late, or past due with "
+        "no reply; null: can still be met"
+    )
+
+
+class TimelinePublic(BaseModel):
+    """The answer to `GET /tickets/{id}/timeline`."""
+
+    ticket_id: str
+    as_of: datetime
+    state: str = Field(
+        description="open, awaiting_reply, overdue, reopened, replied or closed (README)"
+    )
+    deadlines: list[DeadlinePublic]
+    events: list[TimelineEvent]

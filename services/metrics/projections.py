@@ -12,16 +12,18 @@ from services.metrics.batch import require
 from services.metrics.unit_of_work import MetricsTransaction
 from shared.events import (
     CallbackLogged,
+    TicketReopened,
     TicketSubmitted,
     TransferAttempted,
     WorkOrderCreated,
+    WorkOrderDueSoon,
+    WorkOrderOverdue,
     WorkOrderReplied,
 )
 from shared.projections import Projections
 
 projections = Projections[MetricsTransaction]()
-"""`hotline.workorder.overdue.v1` is not handled: "past due" is computed from `due_at` at
-query time, so the event adds nothing the rates need."""
+"""Every event is also kept in its ticket's history (`history`)."""
 
 
 @projections.on(TicketSubmitted)
@@ -47,10 +49,28 @@ async def record_work_order(tx: MetricsTransaction, event: WorkOrderCreated) -> 
 
 @projections.on(WorkOrderReplied)
 async def record_reply(tx: MetricsTransaction, event: WorkOrderReplied) -> None:
-    """Count a work order's first reply; later replies do not change the rates."""
-    if event.first:
-        require(department=event.department)
-        tx.queue(event)
+    """Count a work order's first reply; later replies are only kept in the history."""
+    require(department=event.department)
+    tx.queue(event, counts=event.first)
+
+
+@projections.on(WorkOrderOverdue)
+async def record_overdue(tx: MetricsTransaction, event: WorkOrderOverdue) -> None:
+    """Keep dispatch's announcement in the history ("past due" in the rates is computed
+    from `due_at` at query time, so the rates need nothing from it)."""
+    tx.queue(event, counts=False)
+
+
+@projections.on(WorkOrderDueSoon)
+async def record_due_soon(tx: MetricsTransaction, event: WorkOrderDueSoon) -> None:
+    """Keep dispatch's due-soon warning in the history."""
+    tx.queue(event, counts=False)
+
+
+@projections.on(TicketReopened)
+async def record_reopened(tx: MetricsTransaction, event: TicketReopened) -> None:
+    """Keep the reopen (重办) in the history."""
+    tx.queue(event, counts=False)
 
 
 @projections.on(CallbackLogged)

@@ -24,6 +24,7 @@ from services.metrics.models import (
     callback_facts,
     grouping_of,
     rate_cells,
+    ticket_events,
     ticket_facts,
     transfer_facts,
     work_order_facts,
@@ -40,6 +41,7 @@ from services.metrics.rates import (
     Counts,
     Totals,
 )
+from services.metrics.timeline import Entry
 from services.metrics.windows import PeriodRange, TimeRange, WindowPlan, plan_window
 from shared.db import ReadTransaction
 from shared.workdays import WorkCalendar, working_days_between
@@ -275,18 +277,28 @@ class UnansweredQuery:
     limit: int = 100
     after: tuple[datetime, str] | None = None
     """The (due_at, work_order_id) of the last row of the previous page."""
+    as_of: datetime | None = None
+    """Those unanswered at this moment, by the events' times (None: those unanswered now)."""
 
 
 async def unanswered_work_orders(
     db: ReadTransaction, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
 ) -> tuple[int, list[UnansweredWorkOrder], bool]:
-    """(total, one page most overdue first, whether more follow).
+    """(total, one page most overdue first, whether more follow); `now` is `query.as_of`
+    when it is given.
 
     Lists every work order whose creation is known and that has no reply, also those whose
     ticket has not arrived yet (their `city` is null until it does).
     """
     facts = work_order_facts
-    conditions = _unreplied()
+    if query.as_of is None:
+        conditions = _unreplied()
+    else:
+        conditions = [
+            facts.c.created_known,
+            facts.c.created_at <= query.as_of,
+            sa.or_(facts.c.first_reply_at.is_(None), facts.c.first_reply_at > query.as_of),
+        ]
     if query.city is not None:
         conditions.append(facts.c.city == query.city)
     if query.department is not None:
@@ -320,3 +332,25 @@ async def unanswered_work_orders(
         for row in rows[: query.limit]
     ]
     return int(total), items, len(rows) > query.limit
+
+
+# --- A ticket's history -------------------------------------------------------------------
+
+
+async def ticket_history(db: ReadTransaction, ticket_id: str) -> list[Entry]:
+    """Every event kept of the ticket (in no particular order)."""
+    events = ticket_events.c
+    rows = await db.execute(sa.select(ticket_events).where(events.ticket_id == ticket_id))
+    return [
+        Entry(
+            event_id=row["event_id"],
+            ce_type=row["ce_type"],
+            at=row["at"],
+            work_order_id=row["work_order_id"],
+            changes=row["changes"],
+            actor_key_id=row["actor_key_id"],
+            actor_role=row["actor_role"],
+            actor_department=row["actor_department"],
+        )
+        for row in rows.mappings()
+    ]

@@ -66,6 +66,7 @@ POLICY = {
         ("GET", "/rates"): {"auditor"},
         ("GET", "/rates/by/{dimension}"): {"auditor"},
         ("GET", "/audit/unanswered"): {"auditor"},
+        ("GET", "/tickets/{ticket_id}/timeline"): {"auditor"},
         **KEYS,
     },
 }

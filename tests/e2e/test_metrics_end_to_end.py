@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from hotline.cli import app as cli_app
-from hotline.embedded import free_port
 from shared.workdays import WorkCalendar, working_days_between
-from tests.support import ServiceClient, eventually, load_app, running_service
+from tests.support import eventually, metrics_over_http, running_service
 
 pytestmark = pytest.mark.e2e
 
@@ -219,33 +216,6 @@ async def rates_once(http, expected):
     except AssertionError:
         assert_rates((await http.get("/rates")).json()["rates"], expected)  # says which differs
         raise
-
-
-@asynccontextmanager
-async def metrics_over_http(settings):
-    """A metrics service with its lifespan running, served by uvicorn on a free port."""
-    app = load_app("metrics", settings)
-    async with app.router.lifespan_context(app):
-        await eventually(app.state.runtime.broker_connected.is_set, message="metrics on broker")
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        await eventually(lambda: server.started, message="uvicorn started")
-        try:
-            async with AsyncExitStack() as clients:
-                metrics = ServiceClient(
-                    "metrics",
-                    app.state.runtime,
-                    httpx.AsyncHTTPTransport(),
-                    f"http://127.0.0.1:{port}",
-                    clients,
-                )
-                metrics.http = await metrics.as_role("auditor")
-                yield metrics
-        finally:
-            server.should_exit = True
-            await serving
 
 
 async def test_scripted_tickets_give_the_hand_worked_rates_across_a_metrics_restart(settings):

@@ -105,6 +105,8 @@ async def test_a_rebuild_replaces_wrong_figures_while_the_service_answers(settin
                 message="every event in the rebuilt schema",
             )
             assert await rates_of(metrics) == expected_figures(range(90))
+            history = f'SELECT count(*) FROM "{schema}".ticket_events'
+            assert await connection.fetchval(history) == first_ids + later_ids
             # The running service writes to the rebuilt tables after the swap.
             newest = [(owner, event, f"late-{i}") for i, (owner, event) in enumerate(story(90))]
             await publish(settings, newest)

@@ -8,6 +8,7 @@ the moment two replicas' batches overlap, made to happen instead of hoped for.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -47,6 +48,12 @@ def transfer(ticket_id: str, transfer_id: str) -> TransferAttempted:
     )
 
 
+def queued(tx, event) -> None:
+    """Queue `event` as the consumer loop would, under an event id of its own."""
+    tx.event_id = uuid.uuid4().hex
+    tx.queue(event)
+
+
 async def all_time(metrics, name: str) -> int:
     statement = sa.select(sa.func.sum(rate_cells.c[name])).where(
         rate_cells.c.grouping_set == 0, rate_cells.c.grain == "all"
@@ -65,12 +72,12 @@ async def test_a_second_writer_is_not_held_up_by_an_open_batch(settings):
     async with running_service("metrics", settings) as metrics:
         new_uow = metrics.runtime.database.unit_of_work
         async with new_uow() as first:
-            first.queue(ticket("W1"))
-            first.queue(transfer("W1", "WX1"))
+            queued(first, ticket("W1"))
+            queued(first, transfer("W1", "WX1"))
             await first.flush()  # written, locks held, not committed
             async with new_uow() as second:
-                second.queue(ticket("W2", city="大连"))
-                second.queue(transfer("W2", "WX2"))
+                queued(second, ticket("W2", city="大连"))
+                queued(second, transfer("W2", "WX2"))
                 # With one lock for all writers this would wait for `first` forever.
                 async with asyncio.timeout(10):
                     await second.commit()
@@ -87,12 +94,12 @@ async def test_writers_sharing_tickets_in_opposite_orders_wait_and_do_not_deadlo
         new_uow = metrics.runtime.database.unit_of_work
         async with new_uow() as first:
             for ticket_id in ("S1", "S2", "S3"):
-                first.queue(ticket(ticket_id))
+                queued(first, ticket(ticket_id))
             await first.flush()
             async with new_uow() as second:
                 for ticket_id in ("S3", "S2", "S1"):
-                    second.queue(transfer(ticket_id, f"SX-{ticket_id}"))
-                    second.queue(ticket(ticket_id))  # again, under another event id
+                    queued(second, transfer(ticket_id, f"SX-{ticket_id}"))
+                    queued(second, ticket(ticket_id))  # again, under another event id
                 waiting = asyncio.create_task(second.commit())
                 await asyncio.sleep(0.3)  # time enough to reach the locked tickets
                 assert not waiting.done()  # it waits on the tickets `first` holds
@@ -110,20 +117,20 @@ async def test_a_fact_inserted_by_another_writer_meanwhile_makes_the_batch_retry
     async with running_service("metrics", settings) as metrics:
         new_uow = metrics.runtime.database.unit_of_work
         async with new_uow() as first:
-            first.queue(ticket("F1"))
-            first.queue(transfer("F1", "FX"))
+            queued(first, ticket("F1"))
+            queued(first, transfer("F1", "FX"))
             await first.flush()
             async with new_uow() as second:
-                second.queue(ticket("F2"))
-                second.queue(transfer("F2", "FX"))
+                queued(second, ticket("F2"))
+                queued(second, transfer("F2", "FX"))
                 waiting = asyncio.create_task(second.commit())
                 await asyncio.sleep(0.3)
                 await first.commit()
                 with pytest.raises(FactRaced):
                     await waiting
         async with new_uow() as retry:
-            retry.queue(ticket("F2"))
-            retry.queue(transfer("F2", "FX"))
+            queued(retry, ticket("F2"))
+            queued(retry, transfer("F2", "FX"))
             await retry.commit()
         assert await all_time(metrics, "tickets") == 2
         assert await all_time(metrics, "transfers") == 1  # counted once, under F1

@@ -47,6 +47,7 @@ RateName = Literal[
     "definite_reply_rate",
     "callback_rate",
     "satisfaction_rate",
+    "reopen_rate",
 ]
 RATE_NAMES: Final[tuple[RateName, ...]] = get_args(RateName)
 """The rates of DESIGN.md's table, in its order."""

@@ -160,13 +160,10 @@ def expected_rates(
 
     eligible = [t for t in picked if _callback_eligible(t)]
     called = [t for t in eligible if t.callbacks]
-    reached_answers = [
-        c.satisfaction
-        for t in picked
-        for c in t.callbacks
-        if c.reached and c.satisfaction is not None
-    ]
+    reached_answers = [answer for t in picked for answer in _answers(t)]
     pleased = [s for s in reached_answers if s in ("satisfied", "basically_satisfied")]
+    answered_tickets = [t for t in picked if _answers(t)]
+    reopened = [t for t in answered_tickets if "unsatisfied" in _answers(t)]
 
     return {
         "connection_rate": Expected.of(len(phone_answered), len(phone)),
@@ -186,7 +183,14 @@ def expected_rates(
         "definite_reply_rate": Expected.of(len(definite), len(replied)),
         "callback_rate": Expected.of(len(called), len(eligible)),
         "satisfaction_rate": Expected.of(len(pleased), len(reached_answers)),
+        "reopen_rate": Expected.of(len(reopened), len(answered_tickets)),
     }
+
+
+def _answers(ticket: SentTicket) -> list[str]:
+    """The satisfaction answers of the ticket's reached callbacks; each `unsatisfied` one
+    reopens the ticket (重办)."""
+    return [c.satisfaction for c in ticket.callbacks if c.reached and c.satisfaction is not None]
 
 
 def _callback_eligible(ticket: SentTicket) -> bool:

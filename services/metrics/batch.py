@@ -9,7 +9,9 @@ order, a callback before its ticket. Each event changes its own fact with whatev
   comes first; should two replies both claim to be first, the earliest (then the lowest
   `reply_id`) wins;
 - a ticket's first replied work order and its callbacks change what it counts (callback
-  eligibility), so they are counted on the ticket's row too.
+  eligibility, reopen eligibility), so they are counted on the ticket's row too;
+- a reopen (重办) sets the ticket's `reopened_at` to the earliest reopen's time: a reopen
+  seen again, under any event id, changes nothing.
 
 A fact's counters are a function of its row alone (`rates`), and a fact is in the cells once
 its ticket is known (`counted`, with the ticket's dimensions copied onto it). So the cells
@@ -42,6 +44,7 @@ from services.metrics.rates import (
 from shared.events import (
     CallbackLogged,
     Event,
+    TicketReopened,
     TicketSubmitted,
     TransferAttempted,
     WorkOrderCreated,
@@ -122,7 +125,7 @@ def empty_row(kind: Kind, ident: str, columns: Iterable[str]) -> Row:
     row: Row = dict.fromkeys(columns)
     row.update({"counted": False}, **dict.fromkeys(COUNTERS_OF[kind], 0))
     if kind == "ticket":
-        row.update(ticket_id=ident, replied_work_orders=0, callbacks_logged=0)
+        row.update(ticket_id=ident, replied_work_orders=0, callbacks_logged=0, answered_callbacks=0)
     elif kind == "work_order":
         row.update(work_order_id=ident, created_known=False)
     return row
@@ -154,7 +157,14 @@ class Batch:
         elif isinstance(event, CallbackLogged) and self._once(
             "callback", event.callback_id, event.ticket_id, _callback_values(event)
         ):
-            self._rows["ticket"][event.ticket_id]["callbacks_logged"] += 1
+            ticket = self._rows["ticket"][event.ticket_id]
+            ticket["callbacks_logged"] += 1
+            if event.reached and event.satisfaction is not None:
+                ticket["answered_callbacks"] += 1
+        elif isinstance(event, TicketReopened):
+            ticket = self._rows["ticket"][event.ticket_id]
+            if ticket["reopened_at"] is None or event.at < ticket["reopened_at"]:
+                ticket["reopened_at"] = event.at
 
     def _ticket(self, event: TicketSubmitted) -> None:
         ticket = self._rows["ticket"][event.ticket_id]
@@ -286,6 +296,8 @@ def _counts_of(kind: Kind, row: Row) -> Counts:
                 resolved_at_first_contact=row["resolved_at_first_contact"],
                 replied_work_orders=row["replied_work_orders"],
                 callbacks_logged=row["callbacks_logged"],
+                answered_callbacks=row["answered_callbacks"],
+                reopened=row["reopened_at"] is not None,
             )
         )
     if kind == "transfer":

@@ -80,6 +80,8 @@ ticket_facts = sa.Table(
     sa.Column("resolved_at_first_contact", sa.Boolean),
     sa.Column("replied_work_orders", sa.Integer, nullable=False, server_default="0"),
     sa.Column("callbacks_logged", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("answered_callbacks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reopened_at", sa.DateTime(timezone=True)),
     *_counter_columns(TICKET_COUNTERS),
     sa.Index("ticket_facts_by_time", "submitted_at"),
 )

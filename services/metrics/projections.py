@@ -69,8 +69,8 @@ async def record_due_soon(tx: MetricsTransaction, event: WorkOrderDueSoon) -> No
 
 @projections.on(TicketReopened)
 async def record_reopened(tx: MetricsTransaction, event: TicketReopened) -> None:
-    """Keep the reopen (重办) in the history."""
-    tx.queue(event, counts=False)
+    """Count the ticket as reopened (重办), once whatever the number of its reopens."""
+    tx.queue(event)
 
 
 @projections.on(CallbackLogged)

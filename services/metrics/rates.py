@@ -33,9 +33,11 @@ TICKET_COUNTERS: Final = (
     "phone_answered_within_15s",
     "callback_eligible",
     "callback_eligible_called",
+    "reopen_eligible",
+    "reopened",
 )
-"""Per ticket, from the ticket's own facts (and whether it has a replied work order and a
-callback)."""
+"""Per ticket, from the ticket's own facts (and whether it has a replied work order, a
+callback, an answered callback and a reopen)."""
 
 CALLBACK_COUNTERS: Final = (
     "callbacks",
@@ -81,6 +83,8 @@ class Counts:
     phone_answered_within_15s: int = 0
     callback_eligible: int = 0
     callback_eligible_called: int = 0
+    reopen_eligible: int = 0
+    reopened: int = 0
     callbacks: int = 0
     callbacks_reached: int = 0
     callbacks_satisfied: int = 0
@@ -169,6 +173,10 @@ class TicketFacts:
     resolved_at_first_contact: bool
     replied_work_orders: int = 0
     callbacks_logged: int = 0
+    answered_callbacks: int = 0
+    """Reached callbacks with a satisfaction answer."""
+    reopened: bool = False
+    """Whether a `hotline.ticket.reopened.v1` event of the ticket arrived (重办)."""
 
 
 def wait_of(seconds: float | None) -> Decimal | None:
@@ -184,7 +192,8 @@ def ticket_counts(ticket: TicketFacts | None) -> Counts:
     Answered phone calls missing `wait_seconds` (intake never sends one) count in the
     denominators of the wait rates and add nothing to their numerators. Resolution counts
     only for an answered contact, so the numerator of first-contact resolution stays within
-    its denominator.
+    its denominator. Likewise a reopen counts only once an answered callback is known (the
+    unsatisfied answer that caused it comes in the same transaction upstream).
     """
     if ticket is None:
         return ZERO
@@ -203,6 +212,8 @@ def ticket_counts(ticket: TicketFacts | None) -> Counts:
         phone_answered_within_15s=int(wait is not None and wait <= QUICK_ANSWER_SECONDS),
         callback_eligible=int(eligible),
         callback_eligible_called=int(eligible and ticket.callbacks_logged > 0),
+        reopen_eligible=int(ticket.answered_callbacks > 0),
+        reopened=int(ticket.answered_callbacks > 0 and ticket.reopened),
     )
 
 
@@ -307,4 +318,5 @@ def rates_of(totals: Totals) -> dict[str, Rate]:
         "satisfaction_rate": ratio(
             c.callbacks_satisfied + c.callbacks_basically_satisfied, answered_callbacks
         ),
+        "reopen_rate": ratio(c.reopened, c.reopen_eligible),
     }

@@ -23,6 +23,7 @@ from services.metrics.models import METADATA
 from shared.events import (
     CallbackLogged,
     CallOutcome,
+    TicketReopened,
     TicketSubmitted,
     TransferAttempted,
     WorkOrderCreated,
@@ -123,6 +124,8 @@ DISPATCH = [
     reply("C", "WO4", "R4", HOUSING, DUE_4 + timedelta(hours=1), "partial"),  # late
 ]
 FOLLOWUP = [
+    # A's reopen (重办) comes before the unsatisfied answer that caused it.
+    TicketReopened(ticket_id="A", callback_id="CB2", at=NOW - timedelta(days=1)),
     callback("B", "CB1", reached=True, satisfaction="satisfied"),
     callback("A", "CB2", reached=True, satisfaction="unsatisfied"),
     callback("D", "CB3", reached=False),
@@ -145,6 +148,7 @@ EXPECTED_ALL = {
     "definite_reply_rate": rate(0.5, 1, 2),
     "callback_rate": rate(2 / 3, 2, 3),
     "satisfaction_rate": rate(0.5, 1, 2),
+    "reopen_rate": rate(0.5, 1, 2),
 }
 EXPECTED_SHENYANG = {
     "connection_rate": rate(1.0, 2, 2),
@@ -158,6 +162,7 @@ EXPECTED_SHENYANG = {
     "definite_reply_rate": rate(1.0, 1, 1),
     "callback_rate": rate(1.0, 2, 2),
     "satisfaction_rate": rate(0.5, 1, 2),
+    "reopen_rate": rate(0.5, 1, 2),
 }
 EXPECTED_DALIAN = {
     "connection_rate": rate(0.0, 0, 1),
@@ -171,6 +176,7 @@ EXPECTED_DALIAN = {
     "definite_reply_rate": rate(0.0, 0, 1),
     "callback_rate": rate(0.0, 0, 1),
     "satisfaction_rate": rate(None, 0, 0),
+    "reopen_rate": rate(None, 0, 0),
 }
 EXPECTED_HOUSING = {  # department narrows transfers, work orders and replies only
     **EXPECTED_ALL,

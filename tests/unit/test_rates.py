@@ -43,6 +43,11 @@ def online(answered=True, resolved=False, replied=0, callbacks=0):
     )
 
 
+def reopens(answered: int, reopened: bool):
+    facts = TicketFacts("phone", True, None, False, answered_callbacks=answered, reopened=reopened)
+    return Totals(ticket_counts(facts))
+
+
 def transfer(connected):
     return Totals(transfer_counts("transfer", connected))
 
@@ -136,6 +141,20 @@ CASES = [
         2 / 3,
     ),
     ("satisfaction_rate", [callback(False), callback(True)], 0, 0, None),
+    (
+        "reopen_rate",
+        [
+            reopens(answered=1, reopened=True),
+            reopens(answered=2, reopened=True),  # reopened twice or once: one ticket
+            reopens(answered=1, reopened=False),
+            reopens(answered=0, reopened=True),  # its answered callback not known yet
+            reopens(answered=0, reopened=False),  # no answer: not in the denominator
+        ],
+        2,
+        3,
+        2 / 3,
+    ),
+    ("reopen_rate", [phone(callbacks=1), callback(True, "unsatisfied")], 0, 0, None),
 ]
 
 

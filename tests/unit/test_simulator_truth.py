@@ -156,6 +156,17 @@ CASES = [
         {"satisfaction_rate": (1.0, 1, 1), "callback_rate": (1.0, 1, 1)},
         id="declined-answers-leave-satisfaction-basically-satisfied-counts",
     ),
+    pytest.param(
+        [
+            ticket(0, callbacks=[callback(True, "unsatisfied"), callback(True, "satisfied")]),
+            ticket(1, callbacks=[callback(True, "unsatisfied"), callback(True, "unsatisfied")]),
+            ticket(2, callbacks=[callback(True, "basically_satisfied")]),
+            ticket(3, callbacks=[callback(False, "unsatisfied"), callback(True, None)]),
+        ],
+        # answered: 0, 1, 2 (3's only reached callback declined); reopened: 0 and 1, once each
+        {"reopen_rate": (2 / 3, 2, 3), "satisfaction_rate": (0.4, 2, 5)},
+        id="reopens-count-tickets-with-an-unsatisfied-answer",
+    ),
 ]
 
 

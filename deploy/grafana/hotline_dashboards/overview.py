@@ -131,6 +131,12 @@ LAYOUT: list[Row | Panel] = [
         "Phone tickets answered / phone tickets.",
         "connection_rate",
     ),
+    rolling_rate(
+        "Reopened tickets (重办)",
+        "Tickets reopened by an unsatisfied callback / tickets with a reached callback that "
+        "had an answer.",
+        "reopen_rate",
+    ),
     Panel(
         "timeseries",
         "Mean wait to answer (phone)",

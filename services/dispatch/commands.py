@@ -6,7 +6,12 @@ Work-order rules:
 - a ticket may have several work orders, one per department at a time: a new work order
   while the ticket has an unanswered one for the same department is a 409 (reply to that
   one first). A partial unique index makes this hold across replicas too;
-- a reopened ticket (an unsatisfied callback) gets a new work order like any other ticket;
+- a reopened ticket (an unsatisfied callback, `hotline.ticket.reopened.v1`) gets a new work
+  order like any other ticket; the first one created after a reopen is its redo round
+  (重办): `redo_round` = the ticket's reopens so far, and it takes every reopen not yet
+  taken, so the next one is ordinary again (round 0). The reopens are taken with an UPDATE
+  in the work order's transaction: the rows stay locked until it commits, so of two work
+  orders created at once (two replicas) only one takes them;
 - `due_at` is the end of the N-th working day after the creation day (shared.workdays);
 - the first reply is recorded once and never changes; later replies are kept. A reply may
   not be dated before its work order, nor before the first reply (the first stays first);
@@ -24,6 +29,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -32,6 +38,7 @@ from services.dispatch.domain import DispatchPolicy
 from services.dispatch.models import (
     Reply,
     ReplyCreate,
+    TicketReopen,
     Transfer,
     TransferCreate,
     WorkOrder,
@@ -121,7 +128,7 @@ async def create_work_order(
 ) -> Answer:
     """Dispatch a work order to a department with its working-day deadline, and announce it;
     answer with `answer(work_order)`, or with the first answer to the same idempotent
-    request."""
+    request. The first work order after a reopen of the ticket is its redo round."""
     async with new_uow() as uow:
         if (earlier := await claim(uow, idempotency)) is not None:
             return earlier
@@ -131,8 +138,12 @@ async def create_work_order(
         await _refuse_second_open(uow, ticket_id, command.department)
         days = command.due_working_days or policy.default_due_working_days
         deadline = due_at(created_at, days, policy.calendar)
+        work_order_id = new_id()
+        # Before the work order is added: its flush may meet the one-open-per-department
+        # index, which the commit below is ready for.
+        redo_round = await _take_open_reopens(uow, ticket_id, work_order_id)
         work_order = WorkOrder(
-            work_order_id=new_id(),
+            work_order_id=work_order_id,
             ticket_id=ticket_id,
             city=ticket.city,
             department=command.department,
@@ -141,6 +152,7 @@ async def create_work_order(
             due_at=deadline.due_at,
             due_working_days=days,
             calendar_source=deadline.source,
+            redo_round=redo_round,
         )
         uow.session.add(work_order)
         await uow.emit(
@@ -153,6 +165,7 @@ async def create_work_order(
                 due_at=deadline.due_at,
                 due_working_days=days,
                 calendar_source=deadline.source,
+                redo_round=redo_round,
             )
         )
         try:
@@ -169,6 +182,7 @@ async def create_work_order(
                 **context,
                 "due_at": deadline.due_at.isoformat(),
                 "calendar_source": deadline.source,
+                "redo_round": redo_round,
             },
         )
         if deadline.source == "weekends_only":
@@ -308,6 +322,36 @@ async def sweep_all_overdue(
         swept.extend(batch)
         if len(batch) < batch_size:
             return swept
+
+
+async def _take_open_reopens(tx: Transaction, ticket_id: str, work_order_id: str) -> int:
+    """Mark the ticket's reopens no work order has taken yet as taken by `work_order_id`;
+    its redo round: the ticket's reopens so far if it took any, else 0.
+
+    The UPDATE locks what it takes until the transaction ends; a concurrent one waits for
+    that and then skips the rows taken (PostgreSQL rechecks the condition), so a reopen is
+    taken once. Counted after the UPDATE, the taken ones include this transaction's own
+    and every committed one's: the round is right even when reopens arrive meanwhile."""
+    taken = await tx.execute(
+        sa.update(TicketReopen)
+        .where(
+            col(TicketReopen.ticket_id) == ticket_id,
+            col(TicketReopen.redo_work_order_id).is_(None),
+        )
+        .values(redo_work_order_id=work_order_id)
+        .returning(col(TicketReopen.callback_id))
+    )
+    if not taken.all():
+        return 0
+    counted = await tx.execute(
+        sa.select(sa.func.count())
+        .select_from(TicketReopen)
+        .where(
+            col(TicketReopen.ticket_id) == ticket_id,
+            col(TicketReopen.redo_work_order_id).is_not(None),
+        )
+    )
+    return int(counted.scalar_one())
 
 
 async def _refuse_second_open(tx: Transaction, ticket_id: str, department: str) -> None:

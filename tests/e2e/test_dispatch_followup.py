@@ -167,6 +167,10 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
         reopened = await eventually(
             lambda: _where(dispatch_view(), lambda v: v["reopened"]), message="ticket reopened"
         )
+        await eventually(
+            lambda: consumed("dispatch", settings.topic("followup"), "hotline.ticket.reopened.v1"),
+            message="dispatch has the reopen",
+        )
         second_order = await ok(
             await dispatch.http.post(
                 f"/tickets/{ticket_id}/work-orders", json={"department": "供热办"}
@@ -194,7 +198,7 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
         dispatched = await read_topic(
             infra.bootstrap_servers, settings.topic("dispatch"), at_least=6
         )
-        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=2)
+        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=3)
         submissions = await read_topic(
             infra.bootstrap_servers, settings.topic("intake"), at_least=1
         )
@@ -226,10 +230,12 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
     ]
     assert [(t, d["callback_id"]) for t, d in events_of(followed, ticket_id)] == [
         ("hotline.callback.logged.v1", unsatisfied["callback_id"]),
+        ("hotline.ticket.reopened.v1", unsatisfied["callback_id"]),
         ("hotline.callback.logged.v1", satisfied["callback_id"]),
     ]
+    assert (first_order["redo_round"], second_order["redo_round"]) == (0, 1)
     ce_ids = [headers_of(r)["ce_id"] for r in dispatched + followed + submissions]
-    assert len(ce_ids) == len(set(ce_ids)) == 9
+    assert len(ce_ids) == len(set(ce_ids)) == 10
 
 
 async def _has(awaitable, item):
@@ -314,17 +320,21 @@ async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
             message="ticket reopened",
         )
         topics = {name: settings.topic(name) for name in ("intake", "dispatch", "followup")}
+        # The unsatisfied callback is two events: logged, and the ticket reopened.
+        latest = {"intake": 1, "dispatch": 1, "followup": 2}
         before = {
-            name: await read_topic(infra.bootstrap_servers, topic, at_least=1)
+            name: await read_topic(infra.bootstrap_servers, topic, at_least=latest[name])
             for name, topic in topics.items()
         }
         views_before = await _views(dispatch, followup, ticket_id)
 
         for name in topics:
-            await redeliver(producer, before[name][-1])
+            for record in before[name][-latest[name] :]:
+                await redeliver(producer, record)
         expected = [
             ("dispatch", topics["intake"], "hotline.ticket.submitted.v1"),
             ("dispatch", topics["followup"], "hotline.callback.logged.v1"),
+            ("dispatch", topics["followup"], "hotline.ticket.reopened.v1"),
             ("followup", topics["intake"], "hotline.ticket.submitted.v1"),
             ("followup", topics["dispatch"], "hotline.workorder.replied.v1"),
         ]
@@ -334,14 +344,16 @@ async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
         )
         views_after = await _views(dispatch, followup, ticket_id)
         after = {
-            name: await read_topic(infra.bootstrap_servers, topic, at_least=len(before[name]) + 1)
+            name: await read_topic(
+                infra.bootstrap_servers, topic, at_least=len(before[name]) + latest[name]
+            )
             for name, topic in topics.items()
         }
     assert views_after == views_before
     assert views_before[0]["reopen_count"] == 1
     for name in topics:
-        # Only the copy we produced is new: neither service emitted anything in answer to it.
-        assert len(after[name]) == len(before[name]) + 1
+        # Only the copies we produced are new: neither service emitted anything in answer.
+        assert len(after[name]) == len(before[name]) + latest[name]
         assert {headers_of(r)["ce_id"] for r in after[name]} == {
             headers_of(r)["ce_id"] for r in before[name]
         }
@@ -647,3 +659,77 @@ async def test_the_callback_queue_is_right_whatever_order_events_arrive_in(setti
 async def _count(awaitable, n):
     items, _ = await awaitable
     return len(items) == n
+
+
+def of_type(records, ce_type, ticket_id):
+    """The data of a topic's events of one type about one ticket, in order."""
+    return [data for t, data in events_of(records, ticket_id) if t == ce_type]
+
+
+async def test_each_unsatisfied_reached_callback_reopens_once_and_makes_the_next_work_order_a_redo(
+    settings, infra, producer
+):
+    event = submitted(at=datetime.now(UTC) - timedelta(hours=2), resolved=True)
+    ticket_id = event.ticket_id
+    reopened_on_bus = ("dispatch", settings.topic("followup"), "hotline.ticket.reopened.v1")
+    async with AsyncExitStack() as stack:
+        dispatch, followup = await start(stack, settings, "dispatch", "followup")
+        await publish(producer, settings.topic("intake"), event)
+        await eventually(lambda: known(dispatch, ticket_id), message="dispatch knows the ticket")
+        await eventually(lambda: known(followup, ticket_id), message="followup knows the ticket")
+
+        async def callback(body, idempotency_key=None):
+            path = f"/tickets/{ticket_id}/callbacks"
+            headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+            return await ok(await followup.http.post(path, json=body, headers=headers))
+
+        async def order(department):
+            path = f"/tickets/{ticket_id}/work-orders"
+            return await ok(await dispatch.http.post(path, json={"department": department}))
+
+        await callback({"reached": True, "satisfaction": "satisfied"})
+        await callback({"reached": False})
+        await callback({"reached": True, "satisfaction": None})
+        before_any_reopen = await order("城管局")
+        unsatisfied = {"reached": True, "satisfaction": "unsatisfied"}
+        first_unsatisfied = await callback(unsatisfied, "unsatisfied-1")
+        replayed = await callback(unsatisfied, "unsatisfied-1")  # a retry: done once
+        await eventually(lambda: consumed(*reopened_on_bus) == 1, message="dispatch has the reopen")
+        redo = await order("住建局")
+        after_redo = await order("水务局")
+        second_unsatisfied = await callback(unsatisfied)
+        await eventually(lambda: consumed(*reopened_on_bus) == 2, message="the second reopen")
+        # Two work orders created at once (as by two replicas): one takes the reopen.
+        racing = await asyncio.gather(order("交通局"), order("民政局"))
+        view = (await dispatch.http.get(f"/tickets/{ticket_id}")).json()
+        listed = (await dispatch.http.get("/work-orders")).json()["items"]
+        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=7)
+        dispatched = await read_topic(
+            infra.bootstrap_servers, settings.topic("dispatch"), at_least=5
+        )
+
+    assert replayed == first_unsatisfied
+    in_order = [before_any_reopen, redo, after_redo]
+    assert [o["redo_round"] for o in in_order] == [0, 1, 0]
+    assert sorted(o["redo_round"] for o in racing) == [0, 2]
+    rounds = {o["work_order_id"]: o["redo_round"] for o in [*in_order, *racing]}
+    assert {w["work_order_id"]: w["redo_round"] for w in view["work_orders"]} == rounds
+    assert {w["work_order_id"]: w["redo_round"] for w in listed} == rounds
+    assert view["reopen_count"] == 2  # the view derived from the callbacks agrees
+    assert len(of_type(followed, "hotline.callback.logged.v1", ticket_id)) == 5
+    reopens = of_type(followed, "hotline.ticket.reopened.v1", ticket_id)
+    assert [r["callback_id"] for r in reopens] == [
+        first_unsatisfied["callback_id"],
+        second_unsatisfied["callback_id"],
+    ]
+    assert [datetime.fromisoformat(r["at"]) for r in reopens] == [
+        datetime.fromisoformat(first_unsatisfied["at"]),
+        datetime.fromisoformat(second_unsatisfied["at"]),
+    ]
+    logged = {
+        c["callback_id"]: c for c in of_type(followed, "hotline.callback.logged.v1", ticket_id)
+    }
+    assert all(r["actor"] == logged[r["callback_id"]]["actor"] for r in reopens)
+    assert all(r["actor"]["role"] == "callback" for r in reopens)
+    created = of_type(dispatched, "hotline.workorder.created.v1", ticket_id)
+    assert {c["work_order_id"]: c["redo_round"] for c in created} == rounds

@@ -1,6 +1,6 @@
-"""What a request changes in dispatch: transfers, work orders, replies and the overdue
-sweep. Each command opens its unit of work and commits the change with the event that
-announces it.
+"""What a request changes in dispatch: transfers, work orders, replies, and the sweeps that
+announce work orders overdue and due soon (督办). Each command opens its unit of work and
+commits the change with the event that announces it.
 
 Work-order rules:
 - a ticket may have several work orders, one per department at a time: a new work order
@@ -13,6 +13,9 @@ Work-order rules:
   in the work order's transaction: the rows stay locked until it commits, so of two work
   orders created at once (two replicas) only one takes them;
 - `due_at` is the end of the N-th working day after the creation day (shared.workdays);
+- a work order with no reply is announced due soon once, within the configured lead time
+  before `due_at` (`domain.due_soon_cutoff`), and overdue once, after `due_at`; one first
+  swept after its deadline is only announced overdue;
 - the first reply is recorded once and never changes; later replies are kept. A reply may
   not be dated before its work order, nor before the first reply (the first stays first);
 - a transfer or work order may not be dated before the ticket's submission (less the
@@ -26,15 +29,16 @@ with the change, so the same request again gets the first answer and changes not
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.dispatch.domain import DispatchPolicy
+from services.dispatch.domain import DispatchPolicy, due_soon_cutoff
 from services.dispatch.models import (
     Reply,
     ReplyCreate,
@@ -50,8 +54,10 @@ from shared.db import Transaction, UnitOfWorkFactory, new_id
 from shared.errors import Conflict, NotFound
 from shared.events import (
     Actor,
+    Event,
     TransferAttempted,
     WorkOrderCreated,
+    WorkOrderDueSoon,
     WorkOrderOverdue,
     WorkOrderReplied,
 )
@@ -274,54 +280,114 @@ async def sweep_overdue(
     Rows another sweeper (another replica) holds are skipped, not waited for; the flag and
     the event are committed together, so no work order is announced twice.
     """
+    return await _announce_once(
+        new_uow,
+        (col(WorkOrder.overdue_at).is_(None), col(WorkOrder.due_at) < now),
+        lambda work_order: _flag_overdue(work_order, now),
+        limit=limit,
+    )
+
+
+async def sweep_due_soon(
+    new_uow: UnitOfWorkFactory, *, now: datetime, policy: DispatchPolicy, limit: int = 100
+) -> list[str]:
+    """Warn of up to `limit` work orders due soon (督办) with no reply, each once; returns
+    their ids. Due soon: within `policy.due_soon_working_days` of the deadline and not past
+    it (`domain.is_due_soon`), so a work order first swept after its deadline is only
+    announced overdue. Nothing when the warning is off. Replicas sweep at once safely, as
+    for `sweep_overdue`."""
+    cutoff = due_soon_cutoff(now, policy.due_soon_working_days, policy.calendar)
+    if cutoff is None:
+        return []
+    return await _announce_once(
+        new_uow,
+        (
+            col(WorkOrder.due_soon_at).is_(None),
+            col(WorkOrder.due_at) >= now,
+            col(WorkOrder.due_at) < cutoff,
+        ),
+        lambda work_order: _flag_due_soon(work_order, now),
+        limit=limit,
+    )
+
+
+async def sweep_all(
+    sweep: Callable[[int], Awaitable[list[str]]], *, batch_size: int = 100
+) -> list[str]:
+    """Run `sweep(limit)` batch after batch (one transaction each) until none is left;
+    returns the ids, e.g. `sweep_all(lambda n: sweep_overdue(new_uow, now=now, limit=n))`."""
+    swept: list[str] = []
+    while True:
+        batch = await sweep(batch_size)
+        swept.extend(batch)
+        if len(batch) < batch_size:
+            return swept
+
+
+async def _announce_once(
+    new_uow: UnitOfWorkFactory,
+    conditions: Sequence[ColumnElement[bool]],
+    flag: Callable[[WorkOrder], Event],
+    *,
+    limit: int,
+) -> list[str]:
+    """Flag up to `limit` unanswered work orders meeting `conditions` (which include "not
+    flagged yet") and emit the event `flag` returns for each, in one transaction.
+
+    SKIP LOCKED: rows another sweeper holds are skipped, not waited for; since the flag and
+    the event commit together, each work order is announced once however many sweep.
+    """
     async with new_uow() as uow:
-        due = (
+        found = (
             await uow.session.exec(
                 select(WorkOrder)
-                .where(
-                    col(WorkOrder.first_reply_at).is_(None),
-                    col(WorkOrder.overdue_at).is_(None),
-                    col(WorkOrder.due_at) < now,
-                )
+                .where(col(WorkOrder.first_reply_at).is_(None), *conditions)
                 .order_by(col(WorkOrder.due_at))
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        for work_order in due:
-            work_order.overdue_at = now
+        announced: list[tuple[WorkOrder, Event]] = []
+        for work_order in found:
+            event = flag(work_order)
             uow.session.add(work_order)
-            await uow.emit(
-                WorkOrderOverdue(
-                    ticket_id=work_order.ticket_id,
-                    work_order_id=work_order.work_order_id,
-                    department=work_order.department,
-                    due_at=work_order.due_at,
-                    detected_at=now,
-                )
-            )
+            await uow.emit(event)
+            announced.append((work_order, event))
         await uow.commit()
-        for work_order in due:
+        for work_order, event in announced:
             log.info(
-                "work order overdue",
+                "work order announced",
                 extra={
                     "ticket_id": work_order.ticket_id,
                     "work_order_id": work_order.work_order_id,
+                    "ce_type": event.ce_type,
                 },
             )
-        return [work_order.work_order_id for work_order in due]
+        return [work_order.work_order_id for work_order in found]
 
 
-async def sweep_all_overdue(
-    new_uow: UnitOfWorkFactory, *, now: datetime, batch_size: int = 100
-) -> list[str]:
-    """Sweep batch after batch (one transaction each) until none is left; returns the ids."""
-    swept: list[str] = []
-    while True:
-        batch = await sweep_overdue(new_uow, now=now, limit=batch_size)
-        swept.extend(batch)
-        if len(batch) < batch_size:
-            return swept
+def _flag_overdue(work_order: WorkOrder, now: datetime) -> WorkOrderOverdue:
+    """Flag the work order overdue as of `now`; the event that announces it."""
+    work_order.overdue_at = now
+    return WorkOrderOverdue(
+        ticket_id=work_order.ticket_id,
+        work_order_id=work_order.work_order_id,
+        department=work_order.department,
+        due_at=work_order.due_at,
+        detected_at=now,
+    )
+
+
+def _flag_due_soon(work_order: WorkOrder, now: datetime) -> WorkOrderDueSoon:
+    """Flag the work order warned as of `now`; the event that announces it."""
+    work_order.due_soon_at = now
+    return WorkOrderDueSoon(
+        ticket_id=work_order.ticket_id,
+        work_order_id=work_order.work_order_id,
+        department=work_order.department,
+        due_at=work_order.due_at,
+        warned_at=now,
+    )
 
 
 async def _take_open_reopens(tx: Transaction, ticket_id: str, work_order_id: str) -> int:

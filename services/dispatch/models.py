@@ -68,6 +68,7 @@ class Transfer(DispatchModel, table=True):
 
 UNANSWERED = text("first_reply_at IS NULL")
 TO_SWEEP = text("first_reply_at IS NULL AND overdue_at IS NULL")
+TO_WARN = text("first_reply_at IS NULL AND due_soon_at IS NULL")
 
 
 class WorkOrder(DispatchModel, table=True):
@@ -78,6 +79,7 @@ class WorkOrder(DispatchModel, table=True):
         Index("work_orders_by_due", "due_at", "work_order_id"),
         Index("work_orders_unanswered", "due_at", "work_order_id", postgresql_where=UNANSWERED),
         Index("work_orders_to_sweep", "due_at", postgresql_where=TO_SWEEP),
+        Index("work_orders_to_warn", "due_at", postgresql_where=TO_WARN),
         Index(
             "work_orders_one_open_per_department",
             "ticket_id",
@@ -104,6 +106,8 @@ class WorkOrder(DispatchModel, table=True):
     reply_count: int = 0
     overdue_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     """When the sweeper announced `hotline.workorder.overdue.v1`; set once, never cleared."""
+    due_soon_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    """When the sweeper announced `hotline.workorder.due_soon.v1`; set once, never cleared."""
     redo_round: int = 0
     """0 for an ordinary work order; n for the redo (重办) after the ticket's n-th reopen."""
 

@@ -2,6 +2,7 @@
 other's events over the real broker and PostgreSQL."""
 
 import asyncio
+import dataclasses
 import json
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from services.dispatch import commands as dispatch_commands
+from services.dispatch.domain import DispatchPolicy
 from shared.db import new_id
 from shared.events import CallOutcome, TicketSubmitted, WorkOrderReplied
 from shared.workdays import WorkCalendar, due_at
@@ -733,3 +735,128 @@ async def test_each_unsatisfied_reached_callback_reopens_once_and_makes_the_next
     assert all(r["actor"]["role"] == "callback" for r in reopens)
     created = of_type(dispatched, "hotline.workorder.created.v1", ticket_id)
     assert {c["work_order_id"]: c["redo_round"] for c in created} == rounds
+
+
+async def test_the_sweeper_warns_once_of_each_work_order_due_soon_never_of_a_replied_or_late_one(
+    settings, infra, producer
+):
+    long_ago = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday: due on 2026-03-10 00:00 +08
+    due = datetime(2026, 3, 10, 0, 0, tzinfo=UTC) - SHANGHAI_OFFSET
+    warned_from = due - timedelta(days=1)  # 00:00 +08 of Monday 03-09, the last working day
+    monday_morning = warned_from + timedelta(hours=10)
+    tickets = [submitted(at=long_ago) for _ in range(3)]
+    # The replica's own sweeper warns of nothing and waits; the sweeps below are the test's.
+    settings = settings.model_copy(
+        update={"sweeper_interval_seconds": 3600, "due_soon_working_days": 0}
+    )
+    policy = DispatchPolicy(
+        calendar=WorkCalendar.load(settings.holiday_path()),
+        default_due_working_days=5,
+        retry_after_seconds=1,
+        due_soon_working_days=1,
+    )
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), *tickets)
+        for ticket in tickets:
+            await eventually(lambda t=ticket: known(dispatch, t.ticket_id), message="tickets known")
+
+        async def order(ticket, department, **body):
+            path = f"/tickets/{ticket.ticket_id}/work-orders"
+            body = {"department": department, "at": long_ago.isoformat(), **body}
+            return (await ok(await dispatch.http.post(path, json=body)))["work_order_id"]
+
+        due_soon = {await order(t, f"部门{n}") for t in tickets for n in range(3)}
+        replied = await order(tickets[0], "已回复")
+        await ok(
+            await (await dispatch.department("已回复")).post(
+                f"/work-orders/{replied}/replies",
+                json={"content": "ok", "quality": "definite", "at": long_ago.isoformat()},
+            )
+        )
+        later = await order(tickets[0], "十日", due_working_days=10)  # due on 03-17
+        already_late = await order(tickets[1], "一日", due_working_days=1)  # due on 03-04
+
+        def due_soon_sweep(now, lead=1, limit=100):
+            lead_policy = dataclasses.replace(policy, due_soon_working_days=lead)
+            return dispatch_commands.sweep_due_soon(
+                dispatch.runtime.database.unit_of_work, now=now, policy=lead_policy, limit=limit
+            )
+
+        async def sweeper(now):
+            return await dispatch_commands.sweep_all(
+                lambda n: due_soon_sweep(now, limit=n), batch_size=2
+            )
+
+        too_early = await due_soon_sweep(warned_from - timedelta(microseconds=1))
+        turned_off = await due_soon_sweep(monday_morning, lead=0)
+        first, second = await asyncio.gather(sweeper(monday_morning), sweeper(monday_morning))
+        again = await sweeper(monday_morning + timedelta(hours=1))
+        overdue = await dispatch_commands.sweep_overdue(
+            dispatch.runtime.database.unit_of_work, now=due + timedelta(hours=1)
+        )
+        after_deadline = await sweeper(due + timedelta(hours=1))
+        created, reply = len(due_soon) + 3, 1
+        records = await read_topic(
+            infra.bootstrap_servers,
+            settings.topic("dispatch"),
+            at_least=created + reply + len(due_soon) + len(overdue),
+        )
+    warnings = [
+        json.loads(r.value)
+        for r in records
+        if headers_of(r)["ce_type"] == b"hotline.workorder.due_soon.v1"
+    ]
+    overdue_events = [
+        json.loads(r.value)["work_order_id"]
+        for r in records
+        if headers_of(r)["ce_type"] == b"hotline.workorder.overdue.v1"
+    ]
+    assert too_early == turned_off == []
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == due_soon
+    assert again == after_deadline == []
+    assert sorted(w["work_order_id"] for w in warnings) == sorted(due_soon)  # each once
+    assert {datetime.fromisoformat(w["due_at"]) for w in warnings} == {due}
+    assert {datetime.fromisoformat(w["warned_at"]) for w in warnings} == {monday_morning}
+    assert {w["department"] for w in warnings} == {f"部门{n}" for n in range(3)}
+    assert replied not in overdue_events
+    assert later not in overdue_events
+    # Past its deadline when first swept: announced overdue, never due soon.
+    assert already_late in overdue_events
+    assert sorted(overdue_events) == sorted(overdue) == sorted(due_soon | {already_late})
+
+
+async def test_the_running_sweeper_warns_by_the_configured_lead_time(settings, infra, producer):
+    ticket = submitted(at=datetime.now(UTC) - timedelta(hours=1))
+    # Two working days of lead: a work order due at the end of the next one is due soon now.
+    settings = settings.model_copy(
+        update={"sweeper_interval_seconds": 0.1, "due_soon_working_days": 2}
+    )
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), ticket)
+        await eventually(lambda: known(dispatch, ticket.ticket_id), message="ticket known")
+
+        async def order(department, days):
+            path = f"/tickets/{ticket.ticket_id}/work-orders"
+            body = {"department": department, "due_working_days": days}
+            return (await ok(await dispatch.http.post(path, json=body)))["work_order_id"]
+
+        async def warned():
+            records = await read_topic(infra.bootstrap_servers, settings.topic("dispatch"))
+            return [
+                json.loads(r.value)["work_order_id"]
+                for r in records
+                if headers_of(r)["ce_type"] == b"hotline.workorder.due_soon.v1"
+            ]
+
+        soon = await order("住建局", 1)
+        not_yet = await order("水务局", 3)
+        await eventually(lambda: _has(warned(), soon), message="the sweeper's warning")
+        # A second one warned shows that the sweeper swept again since the first.
+        soon_too = await order("交通局", 1)
+        await eventually(lambda: _has(warned(), soon_too), message="the next warning")
+        announced = await warned()
+    assert announced == [soon, soon_too]
+    assert not_yet not in announced

@@ -5,6 +5,10 @@ reopened until a later reached callback is answered `satisfied` or `basically_sa
 (the citizen confirms the redo); each unsatisfied answer counts one reopen. Unreached
 callbacks and answers declined (satisfaction null) change nothing. Derived from the stored
 callbacks on every read, so callbacks may arrive in any order, or before the ticket.
+
+Deadlines: a work order is overdue once `due_at` has passed with no reply, and due soon
+(督办) within the configured lead time before it (`due_soon_cutoff`); the sweeper announces
+each once.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import ServiceName
 
+MAX_DUE_SOON_WORKING_DAYS = 60
+"""As long as the longest deadline a work order may be given."""
+
 DEFAULT_PORTS: dict[ServiceName, int] = {
     "intake": 8001,
     "dispatch": 8002,
@@ -108,6 +111,11 @@ class Settings(BaseSettings):
     """Official holiday schedules an operator adds (TOML); default `<data_dir>/holidays.toml`.
     It takes precedence over the chinesecalendar library, which covers 2004-2026 only."""
     sweeper_interval_seconds: float = 30.0
+    due_soon_working_days: int = 1
+    """The lead time of the due-soon warning (督办, `hotline.workorder.due_soon.v1`), in
+    working days: a work order with no reply is announced once, by the sweeper, from 00:00
+    (Asia/Shanghai) of the last `N` working days before its deadline (1: from the start of
+    its last working day). 0 turns the warning off; a negative value stops startup."""
     retry_after_seconds: int = 1
     """What a 409 for a ticket whose event has not arrived yet tells the client to wait."""
 
@@ -180,6 +188,16 @@ class Settings(BaseSettings):
         if self.kafka_ssl_cafile is not None and not self.kafka_ssl_cafile.is_file():
             raise ValueError(f"HOTLINE_KAFKA_SSL_CAFILE: no file at {self.kafka_ssl_cafile}")
         return self
+
+    @field_validator("due_soon_working_days")
+    @classmethod
+    def _lead_time_is_not_negative(cls, days: int) -> int:
+        if not 0 <= days <= MAX_DUE_SOON_WORKING_DAYS:
+            raise ValueError(
+                f"HOTLINE_DUE_SOON_WORKING_DAYS={days}: use 0 (no due-soon warning) to "
+                f"{MAX_DUE_SOON_WORKING_DAYS} working days"
+            )
+        return days
 
     @field_validator("database_url")
     @classmethod

@@ -110,7 +110,9 @@ async def create_work_order(
     `calendar_source` says what counted them, and `calendar_note` warns when a year was
     counted on weekends only. Rules: several work orders per ticket are fine, but only one
     unanswered per department (a second is a 409 until the first is replied to); a reopened
-    ticket (重办) gets a new work order the same way. `at` may not be before the ticket's
+    ticket (重办) gets a new work order the same way, and the first one after a reopen is
+    its redo round (`redo_round`: the ticket's reopens so far; 0 for an ordinary work order;
+    also in `hotline.workorder.created.v1`). `at` may not be before the ticket's
     submission (422). The same `Idempotency-Key` and body again give the first answer
     (`Idempotent-Replayed: true`), `status` and `overdue` as they were then."""
     now = utc_now()
@@ -213,7 +215,8 @@ async def read_ticket(
 
     An unsatisfied callback reopens the ticket (`reopened: true`, `reopen_count` + 1); it
     stays reopened, through any new work order, until a later callback is answered
-    satisfied or basically satisfied."""
+    satisfied or basically satisfied. The first work order created after a reopen shows
+    its redo round (`redo_round`)."""
     now = utc_now()
     view = await views.get_ticket_view(db, ticket_id, deps.policy)
     ticket = view.ticket
@@ -261,4 +264,5 @@ def _work_order(work_order: WorkOrder, now: datetime) -> WorkOrderPublic:
         overdue=is_overdue(work_order.first_reply_at, work_order.due_at, now),
         first_reply=first_reply,
         reply_count=work_order.reply_count,
+        redo_round=work_order.redo_round,
     )

@@ -11,7 +11,7 @@ from services.dispatch.api import router
 from services.dispatch.deps import DispatchDeps
 from services.dispatch.domain import DispatchPolicy
 from services.dispatch.projections import projections
-from services.dispatch.sweeper import overdue_sweeper
+from services.dispatch.sweeper import deadline_sweeper
 from shared.app import create_service_app
 from shared.names import CONSUMES, PUBLISHERS
 from shared.runtime import Runtime, ServiceSpec
@@ -20,16 +20,19 @@ from shared.workdays import WorkCalendar
 
 log = logging.getLogger(__name__)
 
-SPEC = ServiceSpec(
-    name="dispatch",
-    title="12345 hotline: dispatch",
-    migrations=Path(__file__).parent / "migrations",
-    routers=[router],
-    publishes="dispatch" in PUBLISHERS,
-    consumes=CONSUMES["dispatch"],
-    projections=projections,
-    background=(overdue_sweeper,),
-)
+
+def service_spec(policy: DispatchPolicy) -> ServiceSpec:
+    """What makes dispatch itself; its deadline sweeper works by `policy`'s calendar."""
+    return ServiceSpec(
+        name="dispatch",
+        title="12345 hotline: dispatch",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        publishes="dispatch" in PUBLISHERS,
+        consumes=CONSUMES["dispatch"],
+        projections=projections,
+        background=(deadline_sweeper(policy),),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,12 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "work calendar loaded",
         extra={"holiday_file": str(holiday_file), "holiday_file_years": list(calendar.file_years)},
     )
-    runtime = Runtime(SPEC, settings)
     policy = DispatchPolicy(
         calendar=calendar,
         default_due_working_days=settings.default_due_working_days,
         retry_after_seconds=settings.retry_after_seconds,
+        due_soon_working_days=settings.due_soon_working_days,
     )
+    runtime = Runtime(service_spec(policy), settings)
     deps = DispatchDeps(
         database=runtime.database, settings=settings, auth=runtime.auth, policy=policy
     )

@@ -1,13 +1,21 @@
-"""What a request changes in dispatch: transfers, work orders, replies and the overdue
-sweep. Each command opens its unit of work and commits the change with the event that
-announces it.
+"""What a request changes in dispatch: transfers, work orders, replies, and the sweeps that
+announce work orders overdue and due soon (督办). Each command opens its unit of work and
+commits the change with the event that announces it.
 
 Work-order rules:
 - a ticket may have several work orders, one per department at a time: a new work order
   while the ticket has an unanswered one for the same department is a 409 (reply to that
   one first). A partial unique index makes this hold across replicas too;
-- a reopened ticket (an unsatisfied callback) gets a new work order like any other ticket;
+- a reopened ticket (an unsatisfied callback, `hotline.ticket.reopened.v1`) gets a new work
+  order like any other ticket; the first one created after a reopen is its redo round
+  (重办): `redo_round` = the ticket's reopens so far, and it takes every reopen not yet
+  taken, so the next one is ordinary again (round 0). The reopens are taken with an UPDATE
+  in the work order's transaction: the rows stay locked until it commits, so of two work
+  orders created at once (two replicas) only one takes them;
 - `due_at` is the end of the N-th working day after the creation day (shared.workdays);
+- a work order with no reply is announced due soon once, within the configured lead time
+  before `due_at` (`domain.due_soon_cutoff`), and overdue once, after `due_at`; one first
+  swept after its deadline is only announced overdue;
 - the first reply is recorded once and never changes; later replies are kept. A reply may
   not be dated before its work order, nor before the first reply (the first stays first);
 - a transfer or work order may not be dated before the ticket's submission (less the
@@ -21,17 +29,20 @@ with the change, so the same request again gets the first answer and changes not
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
+import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.dispatch.domain import DispatchPolicy
+from services.dispatch.domain import DispatchPolicy, due_soon_cutoff
 from services.dispatch.models import (
     Reply,
     ReplyCreate,
+    TicketReopen,
     Transfer,
     TransferCreate,
     WorkOrder,
@@ -43,8 +54,10 @@ from shared.db import Transaction, UnitOfWorkFactory, new_id
 from shared.errors import Conflict, NotFound
 from shared.events import (
     Actor,
+    Event,
     TransferAttempted,
     WorkOrderCreated,
+    WorkOrderDueSoon,
     WorkOrderOverdue,
     WorkOrderReplied,
 )
@@ -121,7 +134,7 @@ async def create_work_order(
 ) -> Answer:
     """Dispatch a work order to a department with its working-day deadline, and announce it;
     answer with `answer(work_order)`, or with the first answer to the same idempotent
-    request."""
+    request. The first work order after a reopen of the ticket is its redo round."""
     async with new_uow() as uow:
         if (earlier := await claim(uow, idempotency)) is not None:
             return earlier
@@ -131,8 +144,12 @@ async def create_work_order(
         await _refuse_second_open(uow, ticket_id, command.department)
         days = command.due_working_days or policy.default_due_working_days
         deadline = due_at(created_at, days, policy.calendar)
+        work_order_id = new_id()
+        # Before the work order is added: its flush may meet the one-open-per-department
+        # index, which the commit below is ready for.
+        redo_round = await _take_open_reopens(uow, ticket_id, work_order_id)
         work_order = WorkOrder(
-            work_order_id=new_id(),
+            work_order_id=work_order_id,
             ticket_id=ticket_id,
             city=ticket.city,
             department=command.department,
@@ -141,6 +158,7 @@ async def create_work_order(
             due_at=deadline.due_at,
             due_working_days=days,
             calendar_source=deadline.source,
+            redo_round=redo_round,
         )
         uow.session.add(work_order)
         await uow.emit(
@@ -153,6 +171,7 @@ async def create_work_order(
                 due_at=deadline.due_at,
                 due_working_days=days,
                 calendar_source=deadline.source,
+                redo_round=redo_round,
             )
         )
         try:
@@ -169,6 +188,7 @@ async def create_work_order(
                 **context,
                 "due_at": deadline.due_at.isoformat(),
                 "calendar_source": deadline.source,
+                "redo_round": redo_round,
             },
         )
         if deadline.source == "weekends_only":
@@ -260,54 +280,144 @@ async def sweep_overdue(
     Rows another sweeper (another replica) holds are skipped, not waited for; the flag and
     the event are committed together, so no work order is announced twice.
     """
+    return await _announce_once(
+        new_uow,
+        (col(WorkOrder.overdue_at).is_(None), col(WorkOrder.due_at) < now),
+        lambda work_order: _flag_overdue(work_order, now),
+        limit=limit,
+    )
+
+
+async def sweep_due_soon(
+    new_uow: UnitOfWorkFactory, *, now: datetime, policy: DispatchPolicy, limit: int = 100
+) -> list[str]:
+    """Warn of up to `limit` work orders due soon (督办) with no reply, each once; returns
+    their ids. Due soon: within `policy.due_soon_working_days` of the deadline and not past
+    it (`domain.is_due_soon`), so a work order first swept after its deadline is only
+    announced overdue. Nothing when the warning is off. Replicas sweep at once safely, as
+    for `sweep_overdue`."""
+    cutoff = due_soon_cutoff(now, policy.due_soon_working_days, policy.calendar)
+    if cutoff is None:
+        return []
+    return await _announce_once(
+        new_uow,
+        (
+            col(WorkOrder.due_soon_at).is_(None),
+            col(WorkOrder.due_at) >= now,
+            col(WorkOrder.due_at) < cutoff,
+        ),
+        lambda work_order: _flag_due_soon(work_order, now),
+        limit=limit,
+    )
+
+
+async def sweep_all(
+    sweep: Callable[[int], Awaitable[list[str]]], *, batch_size: int = 100
+) -> list[str]:
+    """Run `sweep(limit)` batch after batch (one transaction each) until none is left;
+    returns the ids, e.g. `sweep_all(lambda n: sweep_overdue(new_uow, now=now, limit=n))`."""
+    swept: list[str] = []
+    while True:
+        batch = await sweep(batch_size)
+        swept.extend(batch)
+        if len(batch) < batch_size:
+            return swept
+
+
+async def _announce_once(
+    new_uow: UnitOfWorkFactory,
+    conditions: Sequence[ColumnElement[bool]],
+    flag: Callable[[WorkOrder], Event],
+    *,
+    limit: int,
+) -> list[str]:
+    """Flag up to `limit` unanswered work orders meeting `conditions` (which include "not
+    flagged yet") and emit the event `flag` returns for each, in one transaction.
+
+    SKIP LOCKED: rows another sweeper holds are skipped, not waited for; since the flag and
+    the event commit together, each work order is announced once however many sweep.
+    """
     async with new_uow() as uow:
-        due = (
+        found = (
             await uow.session.exec(
                 select(WorkOrder)
-                .where(
-                    col(WorkOrder.first_reply_at).is_(None),
-                    col(WorkOrder.overdue_at).is_(None),
-                    col(WorkOrder.due_at) < now,
-                )
+                .where(col(WorkOrder.first_reply_at).is_(None), *conditions)
                 .order_by(col(WorkOrder.due_at))
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        for work_order in due:
-            work_order.overdue_at = now
+        announced: list[tuple[WorkOrder, Event]] = []
+        for work_order in found:
+            event = flag(work_order)
             uow.session.add(work_order)
-            await uow.emit(
-                WorkOrderOverdue(
-                    ticket_id=work_order.ticket_id,
-                    work_order_id=work_order.work_order_id,
-                    department=work_order.department,
-                    due_at=work_order.due_at,
-                    detected_at=now,
-                )
-            )
+            await uow.emit(event)
+            announced.append((work_order, event))
         await uow.commit()
-        for work_order in due:
+        for work_order, event in announced:
             log.info(
-                "work order overdue",
+                "work order announced",
                 extra={
                     "ticket_id": work_order.ticket_id,
                     "work_order_id": work_order.work_order_id,
+                    "ce_type": event.ce_type,
                 },
             )
-        return [work_order.work_order_id for work_order in due]
+        return [work_order.work_order_id for work_order in found]
 
 
-async def sweep_all_overdue(
-    new_uow: UnitOfWorkFactory, *, now: datetime, batch_size: int = 100
-) -> list[str]:
-    """Sweep batch after batch (one transaction each) until none is left; returns the ids."""
-    swept: list[str] = []
-    while True:
-        batch = await sweep_overdue(new_uow, now=now, limit=batch_size)
-        swept.extend(batch)
-        if len(batch) < batch_size:
-            return swept
+def _flag_overdue(work_order: WorkOrder, now: datetime) -> WorkOrderOverdue:
+    """Flag the work order overdue as of `now`; the event that announces it."""
+    work_order.overdue_at = now
+    return WorkOrderOverdue(
+        ticket_id=work_order.ticket_id,
+        work_order_id=work_order.work_order_id,
+        department=work_order.department,
+        due_at=work_order.due_at,
+        detected_at=now,
+    )
+
+
+def _flag_due_soon(work_order: WorkOrder, now: datetime) -> WorkOrderDueSoon:
+    """Flag the work order warned as of `now`; the event that announces it."""
+    work_order.due_soon_at = now
+    return WorkOrderDueSoon(
+        ticket_id=work_order.ticket_id,
+        work_order_id=work_order.work_order_id,
+        department=work_order.department,
+        due_at=work_order.due_at,
+        warned_at=now,
+    )
+
+
+async def _take_open_reopens(tx: Transaction, ticket_id: str, work_order_id: str) -> int:
+    """Mark the ticket's reopens no work order has taken yet as taken by `work_order_id`;
+    its redo round: the ticket's reopens so far if it took any, else 0.
+
+    The UPDATE locks what it takes until the transaction ends; a concurrent one waits for
+    that and then skips the rows taken (PostgreSQL rechecks the condition), so a reopen is
+    taken once. Counted after the UPDATE, the taken ones include this transaction's own
+    and every committed one's: the round is right even when reopens arrive meanwhile."""
+    taken = await tx.execute(
+        sa.update(TicketReopen)
+        .where(
+            col(TicketReopen.ticket_id) == ticket_id,
+            col(TicketReopen.redo_work_order_id).is_(None),
+        )
+        .values(redo_work_order_id=work_order_id)
+        .returning(col(TicketReopen.callback_id))
+    )
+    if not taken.all():
+        return 0
+    counted = await tx.execute(
+        sa.select(sa.func.count())
+        .select_from(TicketReopen)
+        .where(
+            col(TicketReopen.ticket_id) == ticket_id,
+            col(TicketReopen.redo_work_order_id).is_not(None),
+        )
+    )
+    return int(counted.scalar_one())
 
 
 async def _refuse_second_open(tx: Transaction, ticket_id: str, department: str) -> None:

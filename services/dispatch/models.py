@@ -68,6 +68,7 @@ class Transfer(DispatchModel, table=True):
 
 UNANSWERED = text("first_reply_at IS NULL")
 TO_SWEEP = text("first_reply_at IS NULL AND overdue_at IS NULL")
+TO_WARN = text("first_reply_at IS NULL AND due_soon_at IS NULL")
 
 
 class WorkOrder(DispatchModel, table=True):
@@ -78,6 +79,7 @@ class WorkOrder(DispatchModel, table=True):
         Index("work_orders_by_due", "due_at", "work_order_id"),
         Index("work_orders_unanswered", "due_at", "work_order_id", postgresql_where=UNANSWERED),
         Index("work_orders_to_sweep", "due_at", postgresql_where=TO_SWEEP),
+        Index("work_orders_to_warn", "due_at", postgresql_where=TO_WARN),
         Index(
             "work_orders_one_open_per_department",
             "ticket_id",
@@ -104,6 +106,10 @@ class WorkOrder(DispatchModel, table=True):
     reply_count: int = 0
     overdue_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     """When the sweeper announced `hotline.workorder.overdue.v1`; set once, never cleared."""
+    due_soon_at: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    """When the sweeper announced `hotline.workorder.due_soon.v1`; set once, never cleared."""
+    redo_round: int = 0
+    """0 for an ordinary work order; n for the redo (重办) after the ticket's n-th reopen."""
 
 
 class Reply(DispatchModel, table=True):
@@ -131,6 +137,18 @@ class Callback(DispatchModel, table=True):
     reached: bool
     satisfaction: Satisfaction | None = Field(default=None, sa_column=_label(32, nullable=True))
     at: datetime = Field(sa_column=_when())
+
+
+class TicketReopen(DispatchModel, table=True):
+    """A reopen (重办) from `hotline.ticket.reopened.v1`, and the work order that took it:
+    the ticket's first work order created after it, its redo round."""
+
+    __tablename__ = "ticket_reopens"
+
+    callback_id: str = Field(primary_key=True, max_length=64)
+    ticket_id: str = Field(max_length=64, index=True)
+    at: datetime = Field(sa_column=_when())
+    redo_work_order_id: str | None = Field(default=None, max_length=64)
 
 
 class _Command(BaseModel):
@@ -204,6 +222,13 @@ class WorkOrderPublic(BaseModel):
     overdue: bool
     first_reply: FirstReply | None
     reply_count: int
+    # A default, so an answer stored for an Idempotency-Key before redo rounds existed
+    # (an ordinary work order) is still replayed.
+    redo_round: int = PydanticField(
+        default=0,
+        description="0 for an ordinary work order; n for a redo (重办): the ticket's first "
+        "work order created after its n-th reopen (a reached callback answered unsatisfied).",
+    )
 
 
 class ReplyPublic(BaseModel):

@@ -8,9 +8,9 @@ import logging
 
 import sqlalchemy as sa
 
-from services.dispatch.models import Callback, Ticket
+from services.dispatch.models import Callback, Ticket, TicketReopen
 from shared.db import Transaction
-from shared.events import CallbackLogged, TicketSubmitted
+from shared.events import CallbackLogged, TicketReopened, TicketSubmitted
 from shared.projections import Projections
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ async def record_ticket(tx: Transaction, event: TicketSubmitted) -> None:
 
 @projections.on(CallbackLogged)
 async def record_callback(tx: Transaction, event: CallbackLogged) -> None:
-    """Remember a callback; an unsatisfied answer reopens the ticket (see `domain`)."""
+    """Remember a callback: the reopen state a ticket shows is derived from them (`domain`)."""
     await tx.insert_once(
         Callback,
         "callback_id",
@@ -45,5 +45,19 @@ async def record_callback(tx: Transaction, event: CallbackLogged) -> None:
         satisfaction=event.satisfaction,
         at=event.at,
     )
-    if event.satisfaction == "unsatisfied":
+
+
+@projections.on(TicketReopened)
+async def record_reopen(tx: Transaction, event: TicketReopened) -> None:
+    """Remember a reopen (重办), not yet taken: the ticket's next work order is its redo
+    round (`commands.create_work_order`). Once per callback, however often it comes."""
+    inserted = await tx.insert_once(
+        TicketReopen,
+        "callback_id",
+        callback_id=event.callback_id,
+        ticket_id=event.ticket_id,
+        at=event.at,
+        redo_work_order_id=None,
+    )
+    if inserted:
         log.info("ticket reopened by an unsatisfied callback", extra={"ticket_id": event.ticket_id})

@@ -52,10 +52,12 @@ async def log_callback(
     """Record a callback (回访); publishes `hotline.callback.logged.v1`.
 
     `satisfaction` must be null when `reached` is false, and may be null when reached (the
-    citizen declined to answer). An `unsatisfied` answer reopens the ticket in dispatch
-    (重办). `at` defaults to now; it may not be before the ticket's submission (422). The
-    same `Idempotency-Key` and body again give the first answer (`Idempotent-Replayed:
-    true`) and log no second callback."""
+    citizen declined to answer). A reached `unsatisfied` answer reopens the ticket (重办):
+    it also publishes `hotline.ticket.reopened.v1`, in the same transaction, and the
+    ticket's next work order in dispatch is a redo round. `at` defaults to now; it may not
+    be before the ticket's submission (422). The same `Idempotency-Key` and body again give
+    the first answer (`Idempotent-Replayed: true`), log no second callback and announce
+    nothing again."""
     answer = await commands.log_callback(
         deps.database.unit_of_work,
         ticket_id,

@@ -2,6 +2,7 @@
 other's events over the real broker and PostgreSQL."""
 
 import asyncio
+import dataclasses
 import json
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from services.dispatch import commands as dispatch_commands
+from services.dispatch.domain import DispatchPolicy
 from shared.db import new_id
 from shared.events import CallOutcome, TicketSubmitted, WorkOrderReplied
 from shared.workdays import WorkCalendar, due_at
@@ -167,6 +169,10 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
         reopened = await eventually(
             lambda: _where(dispatch_view(), lambda v: v["reopened"]), message="ticket reopened"
         )
+        await eventually(
+            lambda: consumed("dispatch", settings.topic("followup"), "hotline.ticket.reopened.v1"),
+            message="dispatch has the reopen",
+        )
         second_order = await ok(
             await dispatch.http.post(
                 f"/tickets/{ticket_id}/work-orders", json={"department": "供热办"}
@@ -194,7 +200,7 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
         dispatched = await read_topic(
             infra.bootstrap_servers, settings.topic("dispatch"), at_least=6
         )
-        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=2)
+        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=3)
         submissions = await read_topic(
             infra.bootstrap_servers, settings.topic("intake"), at_least=1
         )
@@ -226,10 +232,12 @@ async def test_one_ticket_lives_its_whole_life_with_each_event_published_once_in
     ]
     assert [(t, d["callback_id"]) for t, d in events_of(followed, ticket_id)] == [
         ("hotline.callback.logged.v1", unsatisfied["callback_id"]),
+        ("hotline.ticket.reopened.v1", unsatisfied["callback_id"]),
         ("hotline.callback.logged.v1", satisfied["callback_id"]),
     ]
+    assert (first_order["redo_round"], second_order["redo_round"]) == (0, 1)
     ce_ids = [headers_of(r)["ce_id"] for r in dispatched + followed + submissions]
-    assert len(ce_ids) == len(set(ce_ids)) == 9
+    assert len(ce_ids) == len(set(ce_ids)) == 10
 
 
 async def _has(awaitable, item):
@@ -314,17 +322,21 @@ async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
             message="ticket reopened",
         )
         topics = {name: settings.topic(name) for name in ("intake", "dispatch", "followup")}
+        # The unsatisfied callback is two events: logged, and the ticket reopened.
+        latest = {"intake": 1, "dispatch": 1, "followup": 2}
         before = {
-            name: await read_topic(infra.bootstrap_servers, topic, at_least=1)
+            name: await read_topic(infra.bootstrap_servers, topic, at_least=latest[name])
             for name, topic in topics.items()
         }
         views_before = await _views(dispatch, followup, ticket_id)
 
         for name in topics:
-            await redeliver(producer, before[name][-1])
+            for record in before[name][-latest[name] :]:
+                await redeliver(producer, record)
         expected = [
             ("dispatch", topics["intake"], "hotline.ticket.submitted.v1"),
             ("dispatch", topics["followup"], "hotline.callback.logged.v1"),
+            ("dispatch", topics["followup"], "hotline.ticket.reopened.v1"),
             ("followup", topics["intake"], "hotline.ticket.submitted.v1"),
             ("followup", topics["dispatch"], "hotline.workorder.replied.v1"),
         ]
@@ -334,14 +346,16 @@ async def test_a_redelivered_event_changes_nothing(settings, infra, producer):
         )
         views_after = await _views(dispatch, followup, ticket_id)
         after = {
-            name: await read_topic(infra.bootstrap_servers, topic, at_least=len(before[name]) + 1)
+            name: await read_topic(
+                infra.bootstrap_servers, topic, at_least=len(before[name]) + latest[name]
+            )
             for name, topic in topics.items()
         }
     assert views_after == views_before
     assert views_before[0]["reopen_count"] == 1
     for name in topics:
-        # Only the copy we produced is new: neither service emitted anything in answer to it.
-        assert len(after[name]) == len(before[name]) + 1
+        # Only the copies we produced are new: neither service emitted anything in answer.
+        assert len(after[name]) == len(before[name]) + latest[name]
         assert {headers_of(r)["ce_id"] for r in after[name]} == {
             headers_of(r)["ce_id"] for r in before[name]
         }
@@ -647,3 +661,202 @@ async def test_the_callback_queue_is_right_whatever_order_events_arrive_in(setti
 async def _count(awaitable, n):
     items, _ = await awaitable
     return len(items) == n
+
+
+def of_type(records, ce_type, ticket_id):
+    """The data of a topic's events of one type about one ticket, in order."""
+    return [data for t, data in events_of(records, ticket_id) if t == ce_type]
+
+
+async def test_each_unsatisfied_reached_callback_reopens_once_and_makes_the_next_work_order_a_redo(
+    settings, infra, producer
+):
+    event = submitted(at=datetime.now(UTC) - timedelta(hours=2), resolved=True)
+    ticket_id = event.ticket_id
+    reopened_on_bus = ("dispatch", settings.topic("followup"), "hotline.ticket.reopened.v1")
+    async with AsyncExitStack() as stack:
+        dispatch, followup = await start(stack, settings, "dispatch", "followup")
+        await publish(producer, settings.topic("intake"), event)
+        await eventually(lambda: known(dispatch, ticket_id), message="dispatch knows the ticket")
+        await eventually(lambda: known(followup, ticket_id), message="followup knows the ticket")
+
+        async def callback(body, idempotency_key=None):
+            path = f"/tickets/{ticket_id}/callbacks"
+            headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+            return await ok(await followup.http.post(path, json=body, headers=headers))
+
+        async def order(department):
+            path = f"/tickets/{ticket_id}/work-orders"
+            return await ok(await dispatch.http.post(path, json={"department": department}))
+
+        await callback({"reached": True, "satisfaction": "satisfied"})
+        await callback({"reached": False})
+        await callback({"reached": True, "satisfaction": None})
+        before_any_reopen = await order("城管局")
+        unsatisfied = {"reached": True, "satisfaction": "unsatisfied"}
+        first_unsatisfied = await callback(unsatisfied, "unsatisfied-1")
+        replayed = await callback(unsatisfied, "unsatisfied-1")  # a retry: done once
+        await eventually(lambda: consumed(*reopened_on_bus) == 1, message="dispatch has the reopen")
+        redo = await order("住建局")
+        after_redo = await order("水务局")
+        second_unsatisfied = await callback(unsatisfied)
+        await eventually(lambda: consumed(*reopened_on_bus) == 2, message="the second reopen")
+        # Two work orders created at once (as by two replicas): one takes the reopen.
+        racing = await asyncio.gather(order("交通局"), order("民政局"))
+        view = (await dispatch.http.get(f"/tickets/{ticket_id}")).json()
+        listed = (await dispatch.http.get("/work-orders")).json()["items"]
+        followed = await read_topic(infra.bootstrap_servers, settings.topic("followup"), at_least=7)
+        dispatched = await read_topic(
+            infra.bootstrap_servers, settings.topic("dispatch"), at_least=5
+        )
+
+    assert replayed == first_unsatisfied
+    in_order = [before_any_reopen, redo, after_redo]
+    assert [o["redo_round"] for o in in_order] == [0, 1, 0]
+    assert sorted(o["redo_round"] for o in racing) == [0, 2]
+    rounds = {o["work_order_id"]: o["redo_round"] for o in [*in_order, *racing]}
+    assert {w["work_order_id"]: w["redo_round"] for w in view["work_orders"]} == rounds
+    assert {w["work_order_id"]: w["redo_round"] for w in listed} == rounds
+    assert view["reopen_count"] == 2  # the view derived from the callbacks agrees
+    assert len(of_type(followed, "hotline.callback.logged.v1", ticket_id)) == 5
+    reopens = of_type(followed, "hotline.ticket.reopened.v1", ticket_id)
+    assert [r["callback_id"] for r in reopens] == [
+        first_unsatisfied["callback_id"],
+        second_unsatisfied["callback_id"],
+    ]
+    assert [datetime.fromisoformat(r["at"]) for r in reopens] == [
+        datetime.fromisoformat(first_unsatisfied["at"]),
+        datetime.fromisoformat(second_unsatisfied["at"]),
+    ]
+    logged = {
+        c["callback_id"]: c for c in of_type(followed, "hotline.callback.logged.v1", ticket_id)
+    }
+    assert all(r["actor"] == logged[r["callback_id"]]["actor"] for r in reopens)
+    assert all(r["actor"]["role"] == "callback" for r in reopens)
+    created = of_type(dispatched, "hotline.workorder.created.v1", ticket_id)
+    assert {c["work_order_id"]: c["redo_round"] for c in created} == rounds
+
+
+async def test_the_sweeper_warns_once_of_each_work_order_due_soon_never_of_a_replied_or_late_one(
+    settings, infra, producer
+):
+    long_ago = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday: due on 2026-03-10 00:00 +08
+    due = datetime(2026, 3, 10, 0, 0, tzinfo=UTC) - SHANGHAI_OFFSET
+    warned_from = due - timedelta(days=1)  # 00:00 +08 of Monday 03-09, the last working day
+    monday_morning = warned_from + timedelta(hours=10)
+    tickets = [submitted(at=long_ago) for _ in range(3)]
+    # The replica's own sweeper warns of nothing and waits; the sweeps below are the test's.
+    settings = settings.model_copy(
+        update={"sweeper_interval_seconds": 3600, "due_soon_working_days": 0}
+    )
+    policy = DispatchPolicy(
+        calendar=WorkCalendar.load(settings.holiday_path()),
+        default_due_working_days=5,
+        retry_after_seconds=1,
+        due_soon_working_days=1,
+    )
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), *tickets)
+        for ticket in tickets:
+            await eventually(lambda t=ticket: known(dispatch, t.ticket_id), message="tickets known")
+
+        async def order(ticket, department, **body):
+            path = f"/tickets/{ticket.ticket_id}/work-orders"
+            body = {"department": department, "at": long_ago.isoformat(), **body}
+            return (await ok(await dispatch.http.post(path, json=body)))["work_order_id"]
+
+        due_soon = {await order(t, f"部门{n}") for t in tickets for n in range(3)}
+        replied = await order(tickets[0], "已回复")
+        await ok(
+            await (await dispatch.department("已回复")).post(
+                f"/work-orders/{replied}/replies",
+                json={"content": "ok", "quality": "definite", "at": long_ago.isoformat()},
+            )
+        )
+        later = await order(tickets[0], "十日", due_working_days=10)  # due on 03-17
+        already_late = await order(tickets[1], "一日", due_working_days=1)  # due on 03-04
+
+        def due_soon_sweep(now, lead=1, limit=100):
+            lead_policy = dataclasses.replace(policy, due_soon_working_days=lead)
+            return dispatch_commands.sweep_due_soon(
+                dispatch.runtime.database.unit_of_work, now=now, policy=lead_policy, limit=limit
+            )
+
+        async def sweeper(now):
+            return await dispatch_commands.sweep_all(
+                lambda n: due_soon_sweep(now, limit=n), batch_size=2
+            )
+
+        too_early = await due_soon_sweep(warned_from - timedelta(microseconds=1))
+        turned_off = await due_soon_sweep(monday_morning, lead=0)
+        first, second = await asyncio.gather(sweeper(monday_morning), sweeper(monday_morning))
+        again = await sweeper(monday_morning + timedelta(hours=1))
+        overdue = await dispatch_commands.sweep_overdue(
+            dispatch.runtime.database.unit_of_work, now=due + timedelta(hours=1)
+        )
+        after_deadline = await sweeper(due + timedelta(hours=1))
+        created, reply = len(due_soon) + 3, 1
+        records = await read_topic(
+            infra.bootstrap_servers,
+            settings.topic("dispatch"),
+            at_least=created + reply + len(due_soon) + len(overdue),
+        )
+    warnings = [
+        json.loads(r.value)
+        for r in records
+        if headers_of(r)["ce_type"] == b"hotline.workorder.due_soon.v1"
+    ]
+    overdue_events = [
+        json.loads(r.value)["work_order_id"]
+        for r in records
+        if headers_of(r)["ce_type"] == b"hotline.workorder.overdue.v1"
+    ]
+    assert too_early == turned_off == []
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == due_soon
+    assert again == after_deadline == []
+    assert sorted(w["work_order_id"] for w in warnings) == sorted(due_soon)  # each once
+    assert {datetime.fromisoformat(w["due_at"]) for w in warnings} == {due}
+    assert {datetime.fromisoformat(w["warned_at"]) for w in warnings} == {monday_morning}
+    assert {w["department"] for w in warnings} == {f"部门{n}" for n in range(3)}
+    assert replied not in overdue_events
+    assert later not in overdue_events
+    # Past its deadline when first swept: announced overdue, never due soon.
+    assert already_late in overdue_events
+    assert sorted(overdue_events) == sorted(overdue) == sorted(due_soon | {already_late})
+
+
+async def test_the_running_sweeper_warns_by_the_configured_lead_time(settings, infra, producer):
+    ticket = submitted(at=datetime.now(UTC) - timedelta(hours=1))
+    # Two working days of lead: a work order due at the end of the next one is due soon now.
+    settings = settings.model_copy(
+        update={"sweeper_interval_seconds": 0.1, "due_soon_working_days": 2}
+    )
+    async with AsyncExitStack() as stack:
+        (dispatch,) = await start(stack, settings, "dispatch")
+        await publish(producer, settings.topic("intake"), ticket)
+        await eventually(lambda: known(dispatch, ticket.ticket_id), message="ticket known")
+
+        async def order(department, days):
+            path = f"/tickets/{ticket.ticket_id}/work-orders"
+            body = {"department": department, "due_working_days": days}
+            return (await ok(await dispatch.http.post(path, json=body)))["work_order_id"]
+
+        async def warned():
+            records = await read_topic(infra.bootstrap_servers, settings.topic("dispatch"))
+            return [
+                json.loads(r.value)["work_order_id"]
+                for r in records
+                if headers_of(r)["ce_type"] == b"hotline.workorder.due_soon.v1"
+            ]
+
+        soon = await order("住建局", 1)
+        not_yet = await order("水务局", 3)
+        await eventually(lambda: _has(warned(), soon), message="the sweeper's warning")
+        # A second one warned shows that the sweeper swept again since the first.
+        soon_too = await order("交通局", 1)
+        await eventually(lambda: _has(warned(), soon_too), message="the next warning")
+        announced = await warned()
+    assert announced == [soon, soon_too]
+    assert not_yet not in announced

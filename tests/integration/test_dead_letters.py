@@ -61,20 +61,21 @@ def poison_records() -> dict[str, tuple[bytes, bytes, list[tuple[str, bytes]]]]:
 
 
 @contextlib.asynccontextmanager
-async def large_producer(settings):
-    """A producer that may send the tester's 2 MB record (the services' refuses it).
+async def large_producer(settings, topic=None, largest=BIG):
+    """A producer that may send the tester's record of `largest` bytes (2 MB; the services'
+    refuses any above 1 MB) to `topic` (intake's).
 
     Apache Kafka refuses a record above its topic's `max.message.bytes` (1 MB by default);
-    tansu takes any size. On Kafka the intake topic is given room for large records, as an
+    tansu takes any size. On Kafka the topic is given room for large records, as an
     operator would; its dead-letter topic keeps the default, so the copy must still fit.
     """
-    topic = settings.topic("intake")
+    topic = topic or settings.topic("intake")
     await ensure_topics(settings, [topic, dlq_topic(topic)])
     if selected_broker() == "kafka":
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         await admin.start()
         try:
-            room = {"max.message.bytes": str(4 * BIG)}
+            room = {"max.message.bytes": str(4 * largest)}
             (answer,) = await admin.alter_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic, configs=room)]
             )
@@ -84,7 +85,7 @@ async def large_producer(settings):
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
-        max_request_size=4 * BIG,
+        max_request_size=4 * largest,
     )
     await producer.start()
     try:

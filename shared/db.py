@@ -70,10 +70,13 @@ class ReadTransaction:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def execute(self, statement: Executable) -> Result[Any]:
-        """Run a Core statement in this transaction."""
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result[Any]:
+        """Run a Core statement in this transaction (with `parameters` for one built once
+        with named bind parameters)."""
         connection = await self.session.connection()
-        return await connection.execute(statement)
+        return await connection.execute(statement, parameters)
 
 
 class Transaction:

@@ -386,7 +386,9 @@ class SimulatorParams(Frozen):
         0.0308,
         Source(
             "proxy",
-            "negative operators -> unsatisfied",
+            "negative operators -> unsatisfied; each unsatisfied answer reopens its ticket "
+            "(重办), so this weight's share of the three is the chance an answered callback "
+            "reopens it (3.08% by default; reopen_rate checks it)",
             REPORT_2025,
             "二(二)",
             "消极型话务员占比为3.08%",

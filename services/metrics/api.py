@@ -17,6 +17,8 @@ from services.metrics.models import (
     UNANSWERED_CSV_COLUMNS,
     ActorPublic,
     DeadlinePublic,
+    OverdueGroupPublic,
+    OverduePublic,
     RateGroup,
     RatesByPublic,
     RatesPublic,
@@ -30,8 +32,10 @@ from services.metrics.rates import Totals, rates_of
 from services.metrics.timeline import Entry, story
 from services.metrics.views import (
     Dimension,
+    OverdueDimension,
     RateFilter,
     UnansweredQuery,
+    overdue_by,
     read_totals,
     ticket_history,
     unanswered_work_orders,
@@ -263,4 +267,32 @@ def _timeline_event(entry: Entry) -> TimelineEvent:
         actor=actor,
         work_order_id=entry.work_order_id,
         changes=dict(entry.changes),
+    )
+
+
+@router.get("/audit/overdue/by/{dimension}", response_model=OverduePublic)
+async def audit_overdue(
+    caller: Auditor,
+    dimension: OverdueDimension,
+    db: ReadDep,
+    city: Name = None,
+    department: Name = None,
+) -> OverduePublic:
+    """Work orders past their deadline with no reply (督办), per department or per city: how
+    many, and how many working days late (summed and the latest). What dispatch announces
+    with `hotline.workorder.overdue.v1`, counted from the deadlines themselves, so a sweep
+    that has not run yet changes nothing."""
+    groups = await overdue_by(db, (dimension,), now=utc_now(), city=city, department=department)
+    return OverduePublic(
+        by=dimension,
+        total=sum(group.overdue for group in groups),
+        groups=[
+            OverdueGroupPublic(
+                key=group.key[0],
+                overdue=group.overdue,
+                working_days_late_total=group.working_days_late_total,
+                working_days_late_max=group.working_days_late_max,
+            )
+            for group in groups
+        ],
     )

@@ -321,3 +321,25 @@ class TimelinePublic(BaseModel):
     )
     deadlines: list[DeadlinePublic]
     events: list[TimelineEvent]
+
+
+class OverdueGroupPublic(BaseModel):
+    """The overdue work orders of one department or city."""
+
+    key: str | None = Field(
+        description="The department or city; null (by city) for work orders whose ticket's "
+        "own event has not arrived yet"
+    )
+    overdue: int = Field(description="Work orders past due_at with no reply")
+    working_days_late_total: int = Field(
+        description="Summed over them: working days wholly elapsed since the deadline"
+    )
+    working_days_late_max: int = Field(description="The latest of them, in working days")
+
+
+class OverduePublic(BaseModel):
+    """The answer to `GET /audit/overdue/by/{dimension}`: one group per value, sorted."""
+
+    by: str
+    total: int
+    groups: list[OverdueGroupPublic]

@@ -7,6 +7,10 @@
   the same totals: aggregate across instances with `max`, not `sum`.
 - Gauges `hotline_rate_ratio{rate, city}` and `hotline_avg_wait_seconds{city}` over the last
   `rates_window_days` days of tickets. A rate whose denominator is 0 has no sample.
+- Gauges `hotline_overdue_work_orders{department, city}` and
+  `hotline_overdue_working_days_max{department, city}`: work orders past due with no reply
+  now (督办), of any age, and the latest of them in working days (city "" while the
+  ticket's own event has not arrived).
 
 Both are recomputed every `rates_refresh_seconds` by background work; a scrape only reads
 the last snapshot.
@@ -24,7 +28,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from services.metrics.rates import Counts, Rate, rates_of
-from services.metrics.views import RateFilter, outcomes_by_city_and_channel, read_totals
+from services.metrics.views import (
+    OverdueGroup,
+    RateFilter,
+    outcomes_by_city_and_channel,
+    overdue_by,
+    read_totals,
+)
 from shared.background import Periodic
 from shared.clock import utc_now
 from shared.db import ReadTransaction
@@ -41,6 +51,8 @@ class Snapshot:
 
     outcomes: dict[tuple[str, str], Counts] = field(default_factory=dict)
     city_rates: dict[str, dict[str, Rate]] = field(default_factory=dict)
+    overdue: list[OverdueGroup] = field(default_factory=list)
+    """Per (department, city)."""
     window_days: int = 30
     refreshed_at: float = 0.0
 
@@ -58,6 +70,7 @@ class HotlineSeries(Collector):
             return
         yield from outcome_counters(snapshot.outcomes)
         yield from rate_gauges(snapshot)
+        yield from overdue_gauges(snapshot.overdue)
 
 
 def outcome_counters(outcomes: dict[tuple[str, str], Counts]) -> Iterator[Metric]:
@@ -147,6 +160,26 @@ def rate_gauges(snapshot: Snapshot) -> Iterator[Metric]:
     yield from (ratios, waits, window, refreshed)
 
 
+def overdue_gauges(groups: list[OverdueGroup]) -> Iterator[Metric]:
+    """Overdue work orders per department and city, and how late the latest is."""
+    labels = ["department", "city"]
+    count = GaugeMetricFamily(
+        "hotline_overdue_work_orders",
+        "Work orders past their deadline with no reply, now.",
+        labels=labels,
+    )
+    latest = GaugeMetricFamily(
+        "hotline_overdue_working_days_max",
+        "Working days since the deadline of the latest overdue work order.",
+        labels=labels,
+    )
+    for group in groups:
+        department, city = group.key
+        count.add_metric([department or "", city or ""], group.overdue)
+        latest.add_metric([department or "", city or ""], group.working_days_late_max)
+    yield from (count, latest)
+
+
 SERIES = HotlineSeries()
 """One collector per process: several apps in one process (tests) share it."""
 _registered = False
@@ -169,6 +202,7 @@ async def read_snapshot(db: ReadTransaction, *, now: datetime, window_days: int)
     return Snapshot(
         outcomes=outcomes,
         city_rates={city: rates_of(total) for city, total in totals.items()},
+        overdue=await overdue_by(db, ("department", "city"), now=now),
         window_days=window_days,
         refreshed_at=now.timestamp(),
     )

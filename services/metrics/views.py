@@ -354,3 +354,73 @@ async def ticket_history(db: ReadTransaction, ticket_id: str) -> list[Entry]:
         )
         for row in rows.mappings()
     ]
+
+
+# --- Overdue work orders (督办) -------------------------------------------------------------
+
+OverdueDimension = Literal["department", "city"]
+
+
+@dataclass(frozen=True)
+class OverdueGroup:
+    """The overdue work orders of one group (a department, a city, or both)."""
+
+    key: tuple[str | None, ...]
+    """The group's values, in the order asked; a city is None for work orders whose
+    ticket's own event has not arrived."""
+    overdue: int
+    working_days_late_total: int
+    working_days_late_max: int
+
+
+_OVERDUE_SQL: Final = """
+SELECT {keys}, count(*) AS overdue,
+       COALESCE(sum(late), 0) AS late_total, COALESCE(max(late), 0) AS late_max
+FROM (
+    SELECT w.department, w.city,
+           GREATEST(0, today.working_days_before - after_due.working_days_before) AS late
+    FROM work_order_facts AS w
+    LEFT JOIN working_days AS today
+           ON today.day = (CAST(:now AS TIMESTAMPTZ) AT TIME ZONE 'Asia/Shanghai')::date
+    LEFT JOIN working_days AS after_due
+           ON after_due.day = ((w.due_at - INTERVAL '1 microsecond')
+                               AT TIME ZONE 'Asia/Shanghai')::date + 1
+    WHERE w.first_reply_at IS NULL AND w.created_known AND w.due_at < :now
+      AND (CAST(:city AS TEXT) IS NULL OR w.city = :city)
+      AND (CAST(:department AS TEXT) IS NULL OR w.department = :department)
+) AS late_work_orders
+GROUP BY {keys}
+ORDER BY {keys} NULLS LAST
+"""
+OVERDUE_GROUPINGS: Final[tuple[tuple[OverdueDimension, ...], ...]] = (
+    ("department",),
+    ("city",),
+    ("department", "city"),
+)
+_OVERDUE: Final = {
+    keys: sa.text(_OVERDUE_SQL.format(keys=", ".join(keys))) for keys in OVERDUE_GROUPINGS
+}
+
+
+async def overdue_by(
+    db: ReadTransaction,
+    by: tuple[OverdueDimension, ...],
+    *,
+    now: datetime,
+    city: str | None = None,
+    department: str | None = None,
+) -> list[OverdueGroup]:
+    """Work orders past due with no reply, per group of `by` (one of OVERDUE_GROUPINGS),
+    with how many working days late they are: the working days (Asia/Shanghai) wholly
+    between the deadline and today. The `working_days` table counts them; a day outside it
+    counts none."""
+    rows = await db.execute(_OVERDUE[by], {"now": now, "city": city, "department": department})
+    return [
+        OverdueGroup(
+            key=tuple(row[name] for name in by),
+            overdue=int(row["overdue"]),
+            working_days_late_total=int(row["late_total"]),
+            working_days_late_max=int(row["late_max"]),
+        )
+        for row in rows.mappings()
+    ]

@@ -67,6 +67,7 @@ POLICY = {
         ("GET", "/rates/by/{dimension}"): {"auditor"},
         ("GET", "/audit/unanswered"): {"auditor"},
         ("GET", "/tickets/{ticket_id}/timeline"): {"auditor"},
+        ("GET", "/audit/overdue/by/{dimension}"): {"auditor"},
         **KEYS,
     },
 }

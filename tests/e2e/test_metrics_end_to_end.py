@@ -118,6 +118,7 @@ class Script:
         await self.callback(t4, reached=False)
         await self.work_order("c", t5, "住建局")
         await self.reply("c", "partial", late_by=timedelta(days=1))
+        await self.callback(t5, reached=True, satisfaction="unsatisfied")  # reopens T5 (重办)
         await self.work_order("d", t5, "人社局", back_dated=False)  # due in days: not yet due
         return 5
 
@@ -139,6 +140,7 @@ AFTER_FIRST_HALF = {  # T1, T2, T3
     "definite_reply_rate": rate(1.0, 1, 1),
     "callback_rate": rate(1.0, 2, 2),
     "satisfaction_rate": rate(1.0, 2, 2),
+    "reopen_rate": rate(0.0, 0, 2),
 }
 EXPECTED = {  # T1..T5
     "connection_rate": rate(2 / 3, 2, 3),
@@ -150,8 +152,9 @@ EXPECTED = {  # T1..T5
     "unanswered_rate": rate(0.5, 2, 4),
     "reply_timeliness_rate": rate(1 / 3, 1, 3),
     "definite_reply_rate": rate(0.5, 1, 2),
-    "callback_rate": rate(2 / 3, 2, 3),
-    "satisfaction_rate": rate(1.0, 2, 2),
+    "callback_rate": rate(1.0, 3, 3),
+    "satisfaction_rate": rate(2 / 3, 2, 3),
+    "reopen_rate": rate(1 / 3, 1, 3),
 }
 EXPECTED_BY_CITY = {
     "大连": {  # T3 (online), T4 (phone, unanswered)
@@ -166,6 +169,7 @@ EXPECTED_BY_CITY = {
         "definite_reply_rate": NULL,
         "callback_rate": NULL,
         "satisfaction_rate": NULL,
+        "reopen_rate": NULL,
     },
     "沈阳": {  # T1, T2 (phone), T5 (online)
         "connection_rate": rate(1.0, 2, 2),
@@ -177,8 +181,9 @@ EXPECTED_BY_CITY = {
         "unanswered_rate": rate(1 / 3, 1, 3),
         "reply_timeliness_rate": rate(0.5, 1, 2),
         "definite_reply_rate": rate(0.5, 1, 2),
-        "callback_rate": rate(2 / 3, 2, 3),
-        "satisfaction_rate": rate(1.0, 2, 2),
+        "callback_rate": rate(1.0, 3, 3),
+        "satisfaction_rate": rate(2 / 3, 2, 3),
+        "reopen_rate": rate(1 / 3, 1, 3),
     },
 }
 

@@ -18,7 +18,7 @@ from services.metrics.fact_store import FactRaced
 from services.metrics.models import rate_cells
 from shared.events import CallOutcome, TicketSubmitted, TransferAttempted
 from tests.metric_stories import assert_cells_equal_the_facts
-from tests.support import running_service
+from tests.support import eventually, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_leg]
 
@@ -52,6 +52,20 @@ def queued(tx, event) -> None:
     """Queue `event` as the consumer loop would, under an event id of its own."""
     tx.event_id = uuid.uuid4().hex
     tx.queue(event)
+
+
+async def waits_on_a_lock(metrics) -> None:
+    """Until another session of the database waits for a row lock."""
+
+    async def waiting() -> bool:
+        statement = sa.text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        async with metrics.runtime.database.read() as db:
+            return bool((await db.execute(statement)).scalar_one())
+
+    await eventually(waiting, message="a writer waits on a lock")
 
 
 async def all_time(metrics, name: str) -> int:
@@ -101,7 +115,7 @@ async def test_writers_sharing_tickets_in_opposite_orders_wait_and_do_not_deadlo
                     queued(second, transfer(ticket_id, f"SX-{ticket_id}"))
                     queued(second, ticket(ticket_id))  # again, under another event id
                 waiting = asyncio.create_task(second.commit())
-                await asyncio.sleep(0.3)  # time enough to reach the locked tickets
+                await waits_on_a_lock(metrics)  # it reached the tickets `first` holds
                 assert not waiting.done()  # it waits on the tickets `first` holds
                 await first.commit()
                 async with asyncio.timeout(10):
@@ -124,7 +138,7 @@ async def test_a_fact_inserted_by_another_writer_meanwhile_makes_the_batch_retry
                 queued(second, ticket("F2"))
                 queued(second, transfer("F2", "FX"))
                 waiting = asyncio.create_task(second.commit())
-                await asyncio.sleep(0.3)
+                await waits_on_a_lock(metrics)
                 await first.commit()
                 with pytest.raises(FactRaced):
                     await waiting

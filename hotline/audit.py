@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hotline.metrics_api import KeyOption, UrlOption, client, get, local_time
+from hotline.metrics_api import KeyOption, UrlOption, client, export_csv, get, local_time
 
 app = typer.Typer(
     help="Audits of the hotline, read from the metrics service.",
@@ -56,14 +56,23 @@ def unanswered(
         bool, typer.Option("--overdue-only", help="Only work orders past their due time.")
     ] = False,
     csv_output: Annotated[
-        bool, typer.Option("--csv", help="CSV (as the API gives it) instead of a table.")
+        bool,
+        typer.Option("--csv", help="Every row as CSV (as the API gives it) instead of a table."),
     ] = False,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many rows.")] = 100,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="What was unanswered at the end of this day (YYYY-MM-DD)."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="At most this many rows in the table.")
+    ] = 100,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
     """Work orders with no reply yet, most overdue first, with their age in working days."""
-    params: dict[str, Any] = {"limit": limit, "format": "csv" if csv_output else "json"}
+    params: dict[str, Any] = {}
+    if as_of:
+        params["as_of"] = as_of
     if city:
         params["city"] = city
     if department:
@@ -71,8 +80,8 @@ def unanswered(
     if overdue_only:
         params["overdue_only"] = "true"
     with client(url, key) as http:
-        response = get(http, "/audit/unanswered", params)
-    if csv_output:
-        sys.stdout.write(response.text)
-        return
+        if csv_output:
+            export_csv(http, "/audit/unanswered", params, sys.stdout, what="work orders")
+            return
+        response = get(http, "/audit/unanswered", {**params, "limit": limit})
     Console(width=None if sys.stdout.isatty() else 160).print(unanswered_table(response.json()))

@@ -3,12 +3,16 @@ it is, which key to send, and one way to fail when it cannot answer."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, TextIO
 from zoneinfo import ZoneInfo
 
 import httpx
 import typer
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 
 from shared.auth.keyfile import KEYS_FILE_NAME, KeyRing, KeysFileError
 from shared.settings import Settings
@@ -86,3 +90,40 @@ def local_time(moment: str | None) -> str:
     if moment is None:
         return ""
     return datetime.fromisoformat(moment).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+PAGE_ROWS: Final = 1000
+"""Rows asked for per page while following cursors (the API's largest page)."""
+
+
+def export_csv(
+    http: httpx.Client, path: str, params: dict[str, Any], out: TextIO, *, what: str
+) -> int:
+    """Every row of a list as CSV on `out`: CSV pages of PAGE_ROWS followed by their
+    `X-Next-Cursor`, one header line; a progress bar on a terminal's stderr. Returns the
+    number of rows written."""
+    cursor: str | None = None
+    written = 0
+    console = Console(stderr=True)
+    with Progress(
+        *Progress.get_default_columns(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"exporting {what}", total=None)
+        while True:
+            page_params = {**params, "format": "csv", "limit": PAGE_ROWS}
+            if cursor:
+                page_params["cursor"] = cursor
+            response = get(http, path, page_params)
+            header, _, body = response.text.partition("\n")
+            if written == 0:
+                out.write(header + "\n")
+            out.write(body)
+            written += sum(1 for _ in csv.reader(io.StringIO(body)))
+            progress.update(task, completed=written, total=int(response.headers["X-Total-Count"]))
+            cursor = response.headers.get("X-Next-Cursor")
+            if not cursor:
+                return written

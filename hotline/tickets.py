@@ -1,10 +1,12 @@
 """`hotline ticket show ID`: a ticket's whole story, read from the metrics service's
-timeline (every service's events in the order they happened)."""
+timeline (every service's events in the order they happened); `hotline tickets export`:
+every ticket a search selects, as CSV."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -12,7 +14,7 @@ import typer
 from rich.console import Console, Group
 from rich.table import Table
 
-from hotline.metrics_api import KeyOption, UrlOption, client, get, local_time
+from hotline.metrics_api import KeyOption, UrlOption, client, export_csv, get, local_time
 
 app = typer.Typer(
     help="Tickets as the metrics service knows them.",
@@ -89,3 +91,74 @@ def show(
         sys.stdout.write(response.text + "\n")
         return
     Console(width=None if sys.stdout.isatty() else 160).print(timeline_view(response.json()))
+
+
+Filter = Annotated[str | None, typer.Option(show_default=False)]
+
+
+@app.command()
+def export(
+    state: Annotated[
+        str | None,
+        typer.Option(help="open, awaiting_reply, overdue, reopened, replied or closed."),
+    ] = None,
+    city: Filter = None,
+    channel: Annotated[str | None, typer.Option(help="phone or online.")] = None,
+    scenario: Filter = None,
+    category: Filter = None,
+    evaluator: Filter = None,
+    department: Annotated[
+        str | None, typer.Option(help="Tickets with a transfer or work order of it.")
+    ] = None,
+    phone: Annotated[
+        str | None,
+        typer.Option(help="One citizen's tickets (auditors only; the number is hashed)."),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Submitted at or after (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option(help="Submitted before (RFC 3339).")] = None,
+    due_since: Annotated[str | None, typer.Option(help="A work order due at or after.")] = None,
+    due_until: Annotated[str | None, typer.Option(help="... and before.")] = None,
+    overdue: Annotated[
+        bool | None, typer.Option("--overdue/--not-overdue", help="With a work order past due.")
+    ] = None,
+    reopened: Annotated[
+        bool | None, typer.Option("--reopened/--not-reopened", help="Reopened (重办).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Every ticket the filters select, as CSV, oldest first (following the API's cursors;
+    a progress bar on a terminal)."""
+    given = {
+        "state": state,
+        "city": city,
+        "channel": channel,
+        "scenario": scenario,
+        "category": category,
+        "evaluator": evaluator,
+        "department": department,
+        "phone": phone,
+        "submitted_since": since,
+        "submitted_until": until,
+        "due_since": due_since,
+        "due_until": due_until,
+        "overdue": None if overdue is None else str(overdue).lower(),
+        "reopened": None if reopened is None else str(reopened).lower(),
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    with client(url, key) as http:
+        if output is None:
+            export_csv(http, "/tickets", params, sys.stdout, what="tickets")
+            return
+        # Written aside and renamed when whole: a failed export leaves no half file behind.
+        partial = output.with_name(f".{output.name}.part")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                rows = export_csv(http, "/tickets", params, out, what="tickets")
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    typer.echo(f"{rows} tickets written to {output}", err=True)

@@ -83,7 +83,9 @@ class CallOutcome(BaseModel):
 
 
 class TicketSubmitted(Event):
-    """A citizen's request was recorded by intake. Carries no phone number and no free text."""
+    """A citizen's request was recorded by intake. Carries no phone number and no free text:
+    only the number's keyed hash (`shared.privacy`), by which an auditor finds one citizen's
+    tickets and which no one can read the number back from."""
 
     ce_type: ClassVar[str] = "hotline.ticket.submitted.v1"
 
@@ -93,6 +95,7 @@ class TicketSubmitted(Event):
     category: Category
     submitted_at: PlausibleTime
     evaluator: str | None = None
+    citizen_phone_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     call: CallOutcome
 
     def occurred_at(self) -> datetime:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -63,3 +64,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             "cursor: not a cursor returned by this API", field="query.cursor"
         ) from exc
     return position.at, position.id
+
+
+Row = TypeVar("Row")
+
+STREAM_CHUNK: Final = 1_000
+"""Rows read per statement while a whole list is streamed."""
+
+
+async def every_row(
+    page: Callable[[tuple[datetime, str] | None], Awaitable[tuple[list[Row], bool]]],
+    position: Callable[[Row], tuple[datetime, str]],
+    after: tuple[datetime, str] | None = None,
+) -> AsyncIterator[Row]:
+    """Every row of a keyset-paged list from `after` on, a page at a time: `page(after)` gives
+    the rows after a position and whether more follow, `position(row)` a row's position."""
+    while True:
+        rows, more = await page(after)
+        for row in rows:
+            yield row
+        if not more or not rows:
+            return
+        after = position(rows[-1])

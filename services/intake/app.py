@@ -15,11 +15,11 @@ from starlette.responses import Response
 
 from services.intake.api import router
 from services.intake.deps import IntakeDeps
-from services.intake.privacy import PhoneHasher, load_or_create_key, redact_phone
 from services.intake.projections import projections
 from shared.app import create_service_app
 from shared.cities import MAX_NAME_LENGTH, Cities
 from shared.names import PUBLISHERS
+from shared.privacy import PhoneHasher, load_or_create_key, redact_phone
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 

@@ -10,13 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from sqlmodel import select
 
 from services.intake.models import Ticket, TicketCreate
-from services.intake.privacy import PhoneHasher
 from shared.cities import MAX_NAME_LENGTH, Cities
 from shared.clock import utc_now
 from shared.db import Database, new_id
 from shared.events import Actor, CallOutcome, TicketSubmitted
 from shared.idempotency import IdempotencyKeyReused, body_fingerprint
 from shared.outbox import insert_with_event
+from shared.privacy import PhoneHasher
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ async def submit_ticket(
         category=command.category,
         submitted_at=submitted_at,
         evaluator=command.evaluator,
+        citizen_phone_hash=hashed,
         call=CallOutcome.model_validate(command.call.model_dump()),
     )
     if not await database.store_with_event(_SUBMIT, ticket, event):

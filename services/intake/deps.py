@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from services.intake.privacy import PhoneHasher
 from shared.app import ServiceDeps, depends_on_deps
 from shared.cities import Cities
+from shared.privacy import PhoneHasher
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from services.intake.privacy import normalize_phone
 from shared.bus_tables import add_bus_tables
 from shared.events import CallOutcome, Category, Channel
 from shared.inputs import EventTime, SafeText
+from shared.privacy import normalize_phone
 
 
 class IntakeModel(SQLModel, registry=registry()):

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.metrics.answers import SharedAnswers
 from services.metrics.api import router
+from services.metrics.api_tickets import router as tickets_router
 from services.metrics.calendar_days import working_days_keeper
 from services.metrics.deps import MetricsDeps
 from services.metrics.projections import projections
@@ -15,6 +16,7 @@ from services.metrics.prometheus import install_series, rate_series_refresher
 from services.metrics.unit_of_work import MetricsUnitOfWork
 from shared.app import create_service_app
 from shared.names import CONSUMES, PUBLISHERS
+from shared.privacy import PhoneHasher, load_or_create_key
 from shared.runtime import Runtime, ServiceSpec
 from shared.settings import Settings
 from shared.workdays import WorkCalendar
@@ -28,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="metrics",
         title="12345 hotline: metrics",
         migrations=Path(__file__).parent / "migrations",
-        routers=[router],
+        routers=[router, tickets_router],
         publishes="metrics" in PUBLISHERS,
         consumes=CONSUMES["metrics"],
         projections=projections,
@@ -45,5 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             auth=runtime.auth,
             calendar=calendar,
             answers=SharedAnswers(settings.rates_answer_seconds),
+            hasher=PhoneHasher(
+                load_or_create_key(settings.phone_hash_key, settings.data_dir / "phone-hash.key")
+            ),
         ),
     )

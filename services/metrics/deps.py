@@ -7,6 +7,7 @@ from typing import Annotated
 
 from services.metrics.answers import SharedAnswers
 from shared.app import ServiceDeps, depends_on_deps
+from shared.privacy import PhoneHasher
 from shared.workdays import WorkCalendar
 
 
@@ -17,6 +18,8 @@ class MetricsDeps(ServiceDeps):
 
     calendar: WorkCalendar
     answers: SharedAnswers
+    hasher: PhoneHasher
+    """Hashes a searched phone number as intake hashed the recorded ones (the same key)."""
 
 
 Deps = Annotated[MetricsDeps, depends_on_deps(MetricsDeps)]

@@ -26,8 +26,9 @@ MAX_CHANGES_BYTES: Final = 16_384
 many times over; a larger event (an evaluator name of megabytes) is dead-lettered instead
 of kept."""
 
-_KEPT_APART: Final = frozenset({"ticket_id", "actor"})
-"""Fields stored in columns of their own, not again in `changes`."""
+_KEPT_APART: Final = frozenset({"ticket_id", "actor", "citizen_phone_hash"})
+"""Fields stored in columns of their own, not again in `changes` (the phone hash only in the
+ticket's facts, where the search by number reads it)."""
 
 
 @dataclass(frozen=True)

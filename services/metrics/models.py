@@ -75,6 +75,9 @@ ticket_facts = sa.Table(
     METADATA,
     sa.Column("ticket_id", sa.String(64), primary_key=True),
     *_ticket_dimensions(),
+    sa.Column("category", sa.String(16)),
+    sa.Column("evaluator", sa.String(64)),
+    sa.Column("citizen_phone_hash", sa.String(64)),
     sa.Column("answered", sa.Boolean),
     sa.Column("wait_seconds", sa.Numeric(12, 3)),
     sa.Column("resolved_at_first_contact", sa.Boolean),
@@ -84,6 +87,12 @@ ticket_facts = sa.Table(
     sa.Column("reopened_at", sa.DateTime(timezone=True)),
     *_counter_columns(TICKET_COUNTERS),
     sa.Index("ticket_facts_by_time", "submitted_at"),
+    sa.Index("ticket_facts_by_list_order", "submitted_at", "ticket_id"),
+    sa.Index(
+        "ticket_facts_by_phone",
+        "citizen_phone_hash",
+        postgresql_where=sa.text("citizen_phone_hash IS NOT NULL"),
+    ),
 )
 
 transfer_facts = sa.Table(
@@ -343,3 +352,33 @@ class OverduePublic(BaseModel):
     by: str
     total: int
     groups: list[OverdueGroupPublic]
+
+
+class TicketListItem(BaseModel):
+    """A ticket as the list shows it: what it is and where it stands."""
+
+    ticket_id: str
+    city: str
+    channel: str
+    scenario: str
+    category: str | None = Field(description="null for tickets recorded before it was kept")
+    evaluator: str | None
+    submitted_at: datetime
+    answered: bool
+    resolved_at_first_contact: bool
+    state: str = Field(description="As in the ticket's timeline (README)")
+    work_orders: int
+    overdue: bool = Field(description="A work order past due with no reply")
+    reopened: bool = Field(description="Reopened (重办) at least once")
+    reopened_at: datetime | None = Field(description="The first reopen")
+
+
+class TicketPage(BaseModel):
+    """The answer to `GET /tickets` on metrics: oldest first; `next_cursor` pages on."""
+
+    total: int
+    items: list[TicketListItem]
+    next_cursor: str | None = None
+
+
+TICKET_CSV_COLUMNS = tuple(TicketListItem.model_fields)

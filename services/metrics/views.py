@@ -12,7 +12,8 @@ The rates add three sums, none of which reads every ticket:
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
@@ -44,6 +45,7 @@ from services.metrics.rates import (
 from services.metrics.timeline import Entry
 from services.metrics.windows import PeriodRange, TimeRange, WindowPlan, plan_window
 from shared.db import ReadTransaction
+from shared.pagination import STREAM_CHUNK, every_row
 from shared.workdays import WorkCalendar, working_days_between
 
 Dimension = Literal["city", "channel", "scenario", "department"]
@@ -290,6 +292,13 @@ async def unanswered_work_orders(
     Lists every work order whose creation is known and that has no reply, also those whose
     ticket has not arrived yet (their `city` is null until it does).
     """
+    conditions = _unanswered_conditions(query, now)
+    total = (await db.execute(sa.select(sa.func.count()).where(*conditions))).scalar_one()
+    items, more = await unanswered_page(db, query, now=now, calendar=calendar)
+    return int(total), items, more
+
+
+def _unanswered_conditions(query: UnansweredQuery, now: datetime) -> list[sa.ColumnElement[bool]]:
     facts = work_order_facts
     if query.as_of is None:
         conditions = _unreplied()
@@ -305,15 +314,22 @@ async def unanswered_work_orders(
         conditions.append(facts.c.department == query.department)
     if query.overdue_only:
         conditions.append(facts.c.due_at < now)
-    total = (await db.execute(sa.select(sa.func.count()).where(*conditions))).scalar_one()
-    page_conditions = list(conditions)
+    return conditions
+
+
+async def unanswered_page(
+    db: ReadTransaction, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
+) -> tuple[list[UnansweredWorkOrder], bool]:
+    """One page of the audit after `query.after`, and whether more follow."""
+    facts = work_order_facts
+    conditions = _unanswered_conditions(query, now)
     if query.after is not None:
-        page_conditions.append(
+        conditions.append(
             sa.tuple_(facts.c.due_at, facts.c.work_order_id) > sa.tuple_(*query.after)
         )
     statement = (
         sa.select(facts)
-        .where(*page_conditions)
+        .where(*conditions)
         .order_by(facts.c.due_at, facts.c.work_order_id)
         .limit(query.limit + 1)
     )
@@ -331,7 +347,20 @@ async def unanswered_work_orders(
         )
         for row in rows[: query.limit]
     ]
-    return int(total), items, len(rows) > query.limit
+    return items, len(rows) > query.limit
+
+
+async def every_unanswered(
+    db: ReadTransaction, query: UnansweredQuery, *, now: datetime, calendar: WorkCalendar
+) -> AsyncIterator[UnansweredWorkOrder]:
+    """Every row of the audit after `query.after`, a chunk at a time (one snapshot)."""
+
+    async def page(after: tuple[datetime, str] | None) -> tuple[list[UnansweredWorkOrder], bool]:
+        chunk = replace(query, limit=STREAM_CHUNK, after=after)
+        return await unanswered_page(db, chunk, now=now, calendar=calendar)
+
+    async for item in every_row(page, lambda item: (item.due_at, item.work_order_id), query.after):
+        yield item
 
 
 # --- A ticket's history -------------------------------------------------------------------

@@ -68,6 +68,7 @@ POLICY = {
         ("GET", "/audit/unanswered"): {"auditor"},
         ("GET", "/tickets/{ticket_id}/timeline"): {"auditor"},
         ("GET", "/audit/overdue/by/{dimension}"): {"auditor"},
+        ("GET", "/tickets"): {"operator", "auditor"},
         **KEYS,
     },
 }

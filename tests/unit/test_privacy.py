@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake.models import TicketCreate
-from services.intake.privacy import (
+from shared.privacy import (
     InvalidPhone,
     PhoneHasher,
     load_or_create_key,

@@ -467,8 +467,13 @@ class ConsumerLoop:
         processed: ProcessedLog | None = None,
         max_backoff_seconds: float = 10.0,
         stopping: asyncio.Event | None = None,
+        topics: Sequence[str] = (),
     ) -> None:
+        """`topics`: those it consumes, whose dead-letter counters start at 0 here, so that
+        Prometheus's `increase()` (the dead-letter alert) sees the first one too."""
         self._service = service
+        for topic in topics:
+            EVENTS_DEAD_LETTERED.labels(service, topic)
         self.source = source
         self._projections = projections
         self._new_uow = new_uow

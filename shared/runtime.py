@@ -153,6 +153,7 @@ class Runtime:
                 dead_letters=KafkaDeadLetterSink(self.kafka),
                 max_backoff_seconds=settings.consumer_max_backoff_seconds,
                 stopping=self._stopping,
+                topics=consumed,
             )
 
     @property

@@ -12,8 +12,8 @@ dashboard, rewrite the JSON:
 Queries follow what the services export (`shared/observability.py`,
 `services/metrics/prometheus.py`): every metrics replica exports the same outcome totals
 and rates, so those are aggregated across instances with `max`, never `sum`. What
-Prometheus cannot hold (scenario, a free-text dimension; the unanswered work orders
-themselves) is read from the metrics service's schema in PostgreSQL.
+Prometheus cannot hold (scenario, a free-text dimension; the rates per department; the
+unanswered work orders themselves) is read from the metrics service's schema in PostgreSQL.
 tests/e2e/test_prometheus.py runs every query against a real Prometheus and PostgreSQL.
 """
 

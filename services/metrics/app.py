@@ -1,4 +1,5 @@
-"""Metrics's app: the evaluation rates and the unanswered work-order audit."""
+"""Metrics's app: the evaluation rates (overall, per dimension and per period) and the
+unanswered work-order audit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import FastAPI
 
 from services.metrics.answers import SharedAnswers
 from services.metrics.api import router
+from services.metrics.api_periods import router as period_router
 from services.metrics.api_tickets import router as tickets_router
 from services.metrics.calendar_days import working_days_keeper
 from services.metrics.deps import MetricsDeps
@@ -30,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="metrics",
         title="12345 hotline: metrics",
         migrations=Path(__file__).parent / "migrations",
-        routers=[router, tickets_router],
+        # The fixed /rates/by/day|week|month before /rates/by/{dimension}, which would catch them.
+        routers=[period_router, router, tickets_router],
         publishes="metrics" in PUBLISHERS,
         consumes=CONSUMES["metrics"],
         projections=projections,

@@ -65,6 +65,7 @@ POLICY = {
     "metrics": {
         ("GET", "/rates"): {"auditor"},
         ("GET", "/rates/by/{dimension}"): {"auditor"},
+        **{("GET", f"/rates/by/{period}"): {"auditor"} for period in ("day", "week", "month")},
         ("GET", "/audit/unanswered"): {"auditor"},
         ("GET", "/tickets/{ticket_id}/timeline"): {"auditor"},
         ("GET", "/audit/overdue/by/{dimension}"): {"auditor"},

@@ -3,9 +3,13 @@
 The four services run as processes on free ports, as in a deployment; Prometheus (the
 Debian package's binary) scrapes them every second and loads the alert rules. The simulator
 plays 60 tickets through the public APIs (transfers, three-way calls, work orders, replies
-late and never, callbacks). Then every PromQL query of the committed dashboards, with the
-variables at "All", must return at least one sample, every SQL query must return a row
-from metrics's schema, and every alert rule must be loaded and evaluated without error.
+late and never, callbacks), a work order is left awaiting a reply (not due yet), and one
+record no consumer can read is put on intake's topic.
+Then every PromQL query of the committed dashboards, with the variables at "All", must
+return at least one sample (and the dead letters and overdue work orders a value above 0),
+every SQL query must return a row from metrics's schema (and each rate per department the
+figure of GET /rates/by/department), and every alert rule must be loaded and evaluated
+without error.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
 from hotline.embedded import free_port, terminate
@@ -33,9 +38,12 @@ from hotline.simulator.client import Endpoints, open_clients
 from hotline.simulator.config import RunConfig
 from hotline.simulator.params import SimulatorParams
 from hotline.simulator.run import simulate
-from shared.names import SERVICE_NAMES
+from shared.auth.keyfile import KeyRing
+from shared.kafka import connection_options
+from shared.names import RATE_NAMES, SERVICE_NAMES, Role
 from shared.settings import Settings
 from shared.workdays import SHANGHAI
+from tests.e2e.test_intake import ticket as intake_ticket
 from tests.grafana import (
     POSTGRES_UID,
     PROMETHEUS_UID,
@@ -46,11 +54,22 @@ from tests.grafana import (
     promql_for_test,
     sql_for_test,
 )
-from tests.support import Child, eventually, service_environment, start, stored_keys
+from tests.support import (
+    Child,
+    eventually,
+    record_of,
+    service_environment,
+    start,
+    stored_keys,
+    submitted_event,
+)
 
 pytestmark = pytest.mark.e2e
 
 LABEL_VALUES = re.compile(r"^label_values\((\w+), (\w+)\)$")
+NONZERO_SERIES = ("hotline_events_dead_lettered_total", "hotline_overdue_work_orders")
+"""Panels of these series must show a value above 0, not only a sample: the test makes dead
+letters, and the simulated stories leave work orders unanswered past their deadlines."""
 WINDOW_DAYS_AGO = 60
 """The simulated tickets are submitted in the week starting this many days ago (their
 stories, deadlines included, are over by now); the rate gauges' window reaches back past it."""
@@ -161,8 +180,9 @@ def running_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     assert all(child.process.poll() is not None for child in services + prometheus)
 
 
-async def drive_tickets(stack: Stack, settings: Settings) -> None:
-    """60 simulated tickets through the public APIs; /rates agrees with what was sent."""
+async def drive_tickets(stack: Stack, settings: Settings) -> KeyRing:
+    """60 simulated tickets through the public APIs; /rates agrees with what was sent. The
+    keys it used (an auditor's among them)."""
     today = datetime.now(SHANGHAI).date()
     params = SimulatorParams().model_copy(update={"callback_rate": 0.6})
     config = RunConfig(
@@ -182,10 +202,54 @@ async def drive_tickets(stack: Stack, settings: Settings) -> None:
     assert result.failures == [], f"{result.failures}\n{stack.logs()}"
     mismatched = [row.name for row in result.comparison.mismatched]
     assert result.comparison.match, f"/rates differs in {mismatched}\n{stack.logs()}"
+    return keys
+
+
+async def leave_a_work_order_awaiting_reply(stack: Stack, keys: KeyRing) -> None:
+    """Today's ticket with a work order not due yet and not replied: the rates count it as
+    awaiting a reply (neither on time nor late), so the department SQL must too."""
+    department = sorted(keys.departments)[0]
+
+    def client(url: str, role: Role) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {keys.token(role)}"}
+        return httpx.AsyncClient(base_url=url, headers=headers, timeout=10)
+
+    async with (
+        client(stack.endpoints.intake, "evaluator") as intake,
+        client(stack.endpoints.dispatch, "operator") as dispatch,
+        client(stack.endpoints.metrics, "auditor") as metrics,
+    ):
+        ticket_id = (await intake.post("/tickets", json=intake_ticket())).json()["ticket_id"]
+
+        async def dispatched() -> bool:  # 409 until dispatch hears of the ticket
+            path = f"/tickets/{ticket_id}/work-orders"
+            return (await dispatch.post(path, json={"department": department})).status_code == 201
+
+        async def counted() -> bool:
+            params = {"department": department}
+            items = (await metrics.get("/audit/unanswered", params=params)).json()["items"]
+            return any(i["ticket_id"] == ticket_id and i["city"] is not None for i in items)
+
+        await eventually(dispatched, interval=0.2, message="the work order created")
+        await eventually(counted, interval=0.2, message="metrics counting the work order")
+
+
+async def publish_poison(settings: Settings) -> None:
+    """A record on intake's topic that is not JSON: each consumer of the topic (dispatch,
+    followup, metrics) dead-letters it."""
+    record = record_of(submitted_event("t-poison"))
+    producer = AIOKafkaProducer(**connection_options(settings))
+    await producer.start()
+    try:
+        topic = settings.topic("intake")
+        await producer.send_and_wait(topic, b"{not json", key=record.key, headers=record.headers)
+    finally:
+        await producer.stop()
 
 
 async def promql_is_empty(http: httpx.AsyncClient, query: Query) -> bool:
-    """True when the query (variables at "All") returns no sample; an error fails the test."""
+    """True when the query (variables at "All") returns no sample, or for a query of
+    NONZERO_SERIES no sample above 0; an error fails the test."""
     label_values = LABEL_VALUES.match(query.text)
     if label_values:
         metric, label = label_values.groups()
@@ -195,7 +259,11 @@ async def promql_is_empty(http: httpx.AsyncClient, query: Query) -> bool:
     body = response.json()
     assert body["status"] == "success", f"{query}: {body}"
     data = body["data"]
-    return not (data if label_values else data["result"])
+    if label_values:
+        return not data
+    if any(series in query.text for series in NONZERO_SERIES):
+        return not any(float(sample["value"][1]) > 0 for sample in data["result"])
+    return not data["result"]
 
 
 async def empty_promql(http: httpx.AsyncClient, queries: list[Query]) -> list[Query]:
@@ -203,22 +271,20 @@ async def empty_promql(http: httpx.AsyncClient, queries: list[Query]) -> list[Qu
     return [query for query, empty in zip(queries, found, strict=True) if empty]
 
 
-async def empty_sql(database_url: str, queries: list[Query]) -> list[Query]:
-    """The SQL queries that return no row over the last year (an error fails the test)."""
+async def sql_rows(database_url: str, queries: list[Query]) -> list[list[asyncpg.Record]]:
+    """The rows of each SQL query over the last year (an error fails the test)."""
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     until = datetime.now(UTC)
     since = until - timedelta(days=365)
     connection = await asyncpg.connect(dsn)
     try:
-        empty = []
+        found = []
         for query in queries:
             try:
-                rows = await connection.fetch(sql_for_test(query, since, until))
+                found.append(await connection.fetch(sql_for_test(query, since, until)))
             except asyncpg.PostgresError as exc:
                 raise AssertionError(f"{query}\nfails: {exc!r}") from exc
-            if not rows:
-                empty.append(query)
-        return empty
+        return found
     finally:
         await connection.close()
 
@@ -242,9 +308,11 @@ async def test_every_dashboard_query_finds_data_in_prometheus_and_postgresql(set
     assert promql
     assert sql
     with running_stack(settings, tmp_path) as stack:
-        await drive_tickets(stack, settings)
+        keys = await drive_tickets(stack, settings)
+        await leave_a_work_order_awaiting_reply(stack, keys)
+        await publish_poison(stack.settings)
         await check_prometheus(stack, promql)
-        await check_postgresql(stack, sql)
+        await check_postgresql(stack, sql, keys)
 
 
 async def check_prometheus(stack: Stack, promql: list[Query]) -> None:
@@ -263,7 +331,7 @@ async def check_prometheus(stack: Stack, promql: list[Query]) -> None:
         except AssertionError:
             empty = await empty_promql(http, promql)
             pytest.fail(
-                "panels query series that do not exist:\n"
+                "panels find no data (or, for NONZERO_SERIES, no value above 0):\n"
                 + "\n".join(f"  {query}" for query in empty)
             )
 
@@ -274,7 +342,26 @@ async def check_prometheus(stack: Stack, promql: list[Query]) -> None:
         assert all(group["file"] == str(RULES_FILE) for group in groups)
 
 
-async def check_postgresql(stack: Stack, sql: list[Query]) -> None:
-    """Every SQL query runs and finds rows in metrics's schema."""
-    empty = await empty_sql(stack.settings.database_url, sql)
+async def check_postgresql(stack: Stack, sql: list[Query], keys: KeyRing) -> None:
+    """Every SQL query runs and finds rows in metrics's schema; a query per department that
+    names a rate column gives that rate of GET /rates/by/department (all the simulated
+    tickets are in the last year)."""
+    found = await sql_rows(stack.settings.database_url, sql)
+    empty = [query for query, rows in zip(sql, found, strict=True) if not rows]
     assert empty == [], "SQL panels find no rows:\n" + "\n".join(f"  {q}" for q in empty)
+    headers = {"Authorization": f"Bearer {keys.token('auditor')}"}
+    async with httpx.AsyncClient(base_url=stack.endpoints.metrics, headers=headers) as http:
+        groups = (await http.get("/rates/by/department")).json()["groups"]
+    by_department = {group["key"]: group["rates"] for group in groups}
+    compared = 0
+    for query, rows in zip(sql, found, strict=True):
+        for record in rows:
+            row = dict(record)
+            rates = [name for name in row if name in RATE_NAMES]
+            if "department" not in row or not rates:
+                continue
+            [rate] = rates
+            want = by_department[row["department"]][rate]["value"]
+            assert row[rate] == pytest.approx(want), (str(query), row["department"], rate)
+            compared += 1
+    assert compared >= 3

@@ -181,6 +181,12 @@ async def test_the_ticket_list_filters_pages_and_exports(settings):
         by_city = await auditor.get("/rates/by/city", headers={"Accept": "text/csv"})
         cities = {row["city"] for row in csv.DictReader(io.StringIO(by_city.text))}
         assert cities == {"沈阳", "大连"}
+        by_week = await auditor.get("/rates/by/week", params={"format": "csv"})
+        weeks = list(csv.DictReader(io.StringIO(by_week.text)))
+        week_json = (await auditor.get("/rates/by/week")).json()["groups"]
+        assert [(r["week"], r["rate"]) for r in weeks] == [
+            (group["key"], name) for group in week_json for name in group["rates"]
+        ]
         unanswered = await auditor.get("/audit/unanswered", params={"format": "csv"})
         listed = [row["work_order_id"] for row in csv.DictReader(io.StringIO(unanswered.text))]
         assert listed == ["L-over-W", "L-await-W"]

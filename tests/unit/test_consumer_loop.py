@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from shared.background import Runner
 from shared.consumer import ConsumerLoop, Delivery
@@ -89,6 +90,22 @@ async def test_poison_goes_to_the_dead_letters_and_the_rest_of_the_batch_is_appl
     assert [letter.delivery.offset for letter in harness.dead_letters.sent] == [0]
     assert "missing header" in harness.dead_letters.sent[0].reason
     assert harness.source.committed == [poison(0), good]
+
+
+async def test_dead_letters_are_counted_from_zero_per_consumed_topic():
+    """The series exists at 0 before the first dead letter, so `increase()` sees it."""
+    loop = ConsumerLoop(
+        service="zero-test",
+        source=FakeSource([]),
+        projections=Projections(),
+        new_uow=lambda: FakeUnitOfWork({}),
+        dead_letters=FakeDeadLetters(),
+        topics=["t"],
+    )
+    labels = {"service": "zero-test", "topic": "t"}
+    assert REGISTRY.get_sample_value("hotline_events_dead_lettered_total", labels) == 0
+    await loop.handle([poison(0)], asyncio.Event())
+    assert REGISTRY.get_sample_value("hotline_events_dead_lettered_total", labels) == 1
 
 
 async def test_an_event_whose_handler_fails_for_good_is_dead_lettered_and_undone_alone():

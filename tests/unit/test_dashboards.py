@@ -131,3 +131,26 @@ def test_provisioning_names_the_data_sources_and_the_dashboards_folder():
     assert "password: $HOTLINE_GRAFANA_PG_PASSWORD" in datasources
     providers = (GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yml").read_text()
     assert "path: /var/lib/grafana/dashboards" in providers
+
+
+def test_the_overview_shows_what_issue_14_asks_for():
+    overview = load_dashboards()["hotline-overview.json"]
+    text = json.dumps(overview, ensure_ascii=False)
+    rates = ("definite_reply_rate", "answered_within_15s_rate", "first_contact_resolution_rate")
+    assert [rate for rate in rates if f'rate=\\"{rate}\\"' not in text] == []
+    series = (
+        "hotline_overdue_work_orders",
+        "hotline_overdue_working_days_max",
+        "hotline_events_dead_lettered_total",
+        "hotline_rates_refreshed_timestamp_seconds",
+    )
+    assert [name for name in series if name not in text] == []
+    by_department = {
+        panel["title"]: panel["targets"][0]["rawSql"]
+        for panel in panels(overview)
+        if panel["title"].endswith("by department (tickets submitted in the range)")
+    }
+    assert len(by_department) == 3
+    for rate in ("reply_timeliness_rate", "unanswered_rate", "transfer_failure_rate"):
+        assert sum(f"AS {rate}" in sql for sql in by_department.values()) == 1, rate
+    assert all("grouping_set = 9" in sql for sql in by_department.values())

@@ -143,15 +143,22 @@ def _covers(plan, moment):
     return count
 
 
-def test_every_moment_in_a_window_is_counted_exactly_once_and_none_outside():
-    rng = random.Random(12345)
-    base = midnight(date(2025, 12, 1))
-    for _ in range(300):
+def random_windows(rng, base, count=300):
+    """`count` windows (since, until) within 200 days from `base`: some open at one end or
+    both, some starting on a Shanghai midnight."""
+    for _ in range(count):
         bounds = sorted(base + timedelta(minutes=rng.randrange(0, 200 * 24 * 60)) for _ in "ab")
         since = None if rng.random() < 0.15 else bounds[0]
         until = None if rng.random() < 0.15 else bounds[1]
-        if rng.random() < 0.3 and since is not None:  # some windows on Shanghai midnights
+        if rng.random() < 0.3 and since is not None:
             since = midnight(local_day(since))
+        yield since, until
+
+
+def test_every_moment_in_a_window_is_counted_exactly_once_and_none_outside():
+    rng = random.Random(12345)
+    base = midnight(date(2025, 12, 1))
+    for since, until in random_windows(rng, base):
         plan = plan_window(since, until)
         for _ in range(40):
             moment = base + timedelta(seconds=rng.randrange(-30 * 86400, 240 * 86400))

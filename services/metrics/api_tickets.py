@@ -3,6 +3,7 @@ filters, call a view, shape the answer; no SQL here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -163,17 +164,24 @@ async def list_tickets(
 @router.get(
     "/tickets/{ticket_id}/timeline",
     response_model=TimelinePublic,
-    responses={404: {"description": "No event of this ticket has reached metrics"}},
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "JSON, or as CSV (`format=csv`) the events, one per line",
+        },
+        404: {"description": "No event of this ticket has reached metrics"},
+    },
 )
 async def read_timeline(
     caller: Auditor,
     ticket_id: PathId,
     db: ReadDep,
+    fmt: FormatDep,
     as_of: Annotated[
         QueryTime | None,
         Query(description="Tell the story as it stood at this time (default: now)."),
     ] = None,
-) -> TimelinePublic:
+) -> Any:
     """A ticket's whole story from every service's events, in the order it happened: who
     caused each event (key id, role, department) and what it recorded; each work order's
     deadline and whether it was met; the ticket's state. A ticket whose events are still on
@@ -183,6 +191,9 @@ async def read_timeline(
         raise NotFound(f"no event of ticket {ticket_id} has reached metrics")
     moment = as_of or utc_now()
     told = story(entries, as_of=moment)
+    if fmt == "csv":
+        rows = [_event_row(entry) for entry in told.events]
+        return Response(content=csv_lines(TIMELINE_CSV_COLUMNS, rows), media_type=CSV_MEDIA_TYPE)
     return TimelinePublic(
         ticket_id=ticket_id,
         as_of=moment,
@@ -190,6 +201,32 @@ async def read_timeline(
         deadlines=[DeadlinePublic.model_validate(d, from_attributes=True) for d in told.deadlines],
         events=[_timeline_event(entry) for entry in told.events],
     )
+
+
+TIMELINE_CSV_COLUMNS: Final = (
+    "at",
+    "type",
+    "actor_key_id",
+    "actor_role",
+    "actor_department",
+    "work_order_id",
+    "event_id",
+    "changes",
+)
+
+
+def _event_row(entry: Entry) -> dict[str, Any]:
+    """An event as a CSV line: its data as one JSON cell."""
+    return {
+        "at": entry.at,
+        "type": entry.ce_type,
+        "actor_key_id": entry.actor_key_id,
+        "actor_role": entry.actor_role,
+        "actor_department": entry.actor_department,
+        "work_order_id": entry.work_order_id,
+        "event_id": entry.event_id,
+        "changes": json.dumps(dict(entry.changes), ensure_ascii=False, sort_keys=True),
+    }
 
 
 def _timeline_event(entry: Entry) -> TimelineEvent:

@@ -36,7 +36,7 @@ from tests.support import (
     submitted_event,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 TICKET = "R-crash"
 AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)

@@ -24,7 +24,7 @@ from tests.e2e.test_metrics_out_of_order import (
 )
 from tests.support import eventually, problem_fields, problem_of, record_of, running_service
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 HOUSING, SOCIAL = "住建局", "人社局"
 NEVER_DUE = datetime(2099, 1, 1, tzinfo=SHANGHAI)

@@ -19,7 +19,7 @@ from shared.privacy import PhoneHasher, load_or_create_key
 from tests.e2e.test_ticket_timeline import published, reply, work_order
 from tests.support import metrics_over_http, problem_fields, problem_of, running_service
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(days=30)

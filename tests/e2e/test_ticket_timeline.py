@@ -7,6 +7,8 @@ state now and at earlier moments; who may read it; absurd events and paths.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from datetime import UTC, datetime, time, timedelta
 
@@ -39,7 +41,7 @@ from tests.support import (
     running_service,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(days=20)
@@ -190,6 +192,11 @@ async def test_the_timeline_tells_the_whole_story_in_order_with_deadlines_and_st
         assert (redo["work_order_id"], redo["met"], redo["redo_round"]) == ("TL-1-W2", False, 1)
         assert redo["overdue_announced_at"] is not None
         assert told["state"] == "overdue"
+        as_csv = await metrics.http.get("/tickets/TL-1/timeline", params={"format": "csv"})
+        lines = list(csv.DictReader(io.StringIO(as_csv.text)))
+        assert [row["type"] for row in lines] == [event["type"] for event in told["events"]]
+        assert json.loads(lines[0]["changes"])["city"] == "沈阳"
+        assert lines[3]["actor_department"] == "住建局"
         assert shown.exit_code == 0, shown.output
         assert "Ticket TL-1: overdue" in shown.output
         assert "workorder.due_soon.v1" in shown.output

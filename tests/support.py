@@ -437,3 +437,15 @@ async def metrics_over_http(settings: Settings) -> AsyncIterator[ServiceClient]:
         finally:
             server.should_exit = True
             await serving
+
+
+async def killed_at_crash_point(child: Child, fault_dir: Path, point: str, timeout: float) -> None:
+    """Wait until `child` dies of the `kill -9` armed at `point` in `fault_dir`, and check the
+    point was reached (its trigger consumed), not skipped."""
+    await eventually(
+        lambda: child.process.poll() is not None,
+        timeout=timeout,
+        message=f"{child.name} killed at {point}",
+    )
+    assert child.process.returncode == -signal.SIGKILL, child.tail()
+    assert not any(fault_dir.iterdir())  # the armed point was reached, not skipped

@@ -8,15 +8,15 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
 
 from services.metrics.csv_answers import (
     CSV_MEDIA_TYPE,
     Format,
     answer_format,
     csv_lines,
+    csv_page,
+    csv_stream,
     rates_csv,
-    streamed_csv,
 )
 from services.metrics.deps import Deps, MetricsDeps
 from services.metrics.models import (
@@ -218,17 +218,12 @@ async def audit_unanswered(
                 ):
                     yield item.model_dump()
 
-        return StreamingResponse(
-            streamed_csv(UNANSWERED_CSV_COLUMNS, rows()), media_type=CSV_MEDIA_TYPE
-        )
+        return csv_stream(UNANSWERED_CSV_COLUMNS, rows())
     total, items, more = await unanswered_work_orders(db, query, now=moment, calendar=deps.calendar)
     next_cursor = encode_cursor(items[-1].due_at, items[-1].work_order_id) if more else None
     if fmt == "csv":
-        headers = {"X-Total-Count": str(total)}
-        if next_cursor:
-            headers["X-Next-Cursor"] = next_cursor
-        body = csv_lines(UNANSWERED_CSV_COLUMNS, [item.model_dump() for item in items])
-        return Response(content=body, media_type=CSV_MEDIA_TYPE, headers=headers)
+        page = [item.model_dump() for item in items]
+        return csv_page(UNANSWERED_CSV_COLUMNS, page, total=total, next_cursor=next_cursor)
     return UnansweredPage(total=total, items=items, next_cursor=next_cursor)
 
 

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import StreamingResponse
 
 from services.metrics.api import (
     CSV_ANSWER,
@@ -19,7 +18,7 @@ from services.metrics.api import (
     Name,
     invalid,
 )
-from services.metrics.csv_answers import CSV_MEDIA_TYPE, csv_lines, streamed_csv
+from services.metrics.csv_answers import CSV_MEDIA_TYPE, csv_lines, csv_page, csv_stream
 from services.metrics.deps import Deps
 from services.metrics.models import (
     TICKET_CSV_COLUMNS,
@@ -146,18 +145,14 @@ async def list_tickets(
                 async for row in every_ticket(stream_db, query, now=now):
                     yield row
 
-        chunks = streamed_csv(TICKET_CSV_COLUMNS, streamed())
-        return StreamingResponse(chunks, media_type=CSV_MEDIA_TYPE)
+        return csv_stream(TICKET_CSV_COLUMNS, streamed())
     total = await count_tickets(db, query, now=now)
     rows, more = await ticket_page(db, query, now=now)
     items = [TicketListItem.model_validate(row) for row in rows]
     next_cursor = encode_cursor(items[-1].submitted_at, items[-1].ticket_id) if more else None
     if fmt == "csv":
-        headers = {"X-Total-Count": str(total)}
-        if next_cursor:
-            headers["X-Next-Cursor"] = next_cursor
-        body = csv_lines(TICKET_CSV_COLUMNS, [item.model_dump() for item in items])
-        return Response(content=body, media_type=CSV_MEDIA_TYPE, headers=headers)
+        rows = [item.model_dump() for item in items]
+        return csv_page(TICKET_CSV_COLUMNS, rows, total=total, next_cursor=next_cursor)
     return TicketPage(total=total, items=items, next_cursor=next_cursor)
 
 

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import Header, Query
+from fastapi import Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from services.metrics.models import RatePublic
 
@@ -89,3 +90,23 @@ def rates_csv(groups: Iterable[tuple[str | None, Mapping[str, RatePublic]]], by:
         for name, rate in rates.items()
     ]
     return csv_lines(columns, rows)
+
+
+def csv_page(
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    total: int,
+    next_cursor: str | None,
+) -> Response:
+    """One page of a list as CSV: the total in `X-Total-Count`, the next page's cursor (if
+    any) in `X-Next-Cursor`."""
+    headers = {"X-Total-Count": str(total)}
+    if next_cursor:
+        headers["X-Next-Cursor"] = next_cursor
+    return Response(content=csv_lines(columns, rows), media_type=CSV_MEDIA_TYPE, headers=headers)
+
+
+def csv_stream(columns: Sequence[str], rows: AsyncIterable[Mapping[str, Any]]) -> Response:
+    """A whole list as CSV, streamed as its rows are read."""
+    return StreamingResponse(streamed_csv(columns, rows), media_type=CSV_MEDIA_TYPE)

@@ -31,18 +31,17 @@ from services.metrics.periods import (
 from services.metrics.rates import COUNTERS, PER_DEPARTMENT, PER_TICKET, ZERO, Counts, Totals
 from services.metrics.views import (
     RateFilter,
-    _dimension_conditions,
-    _period_condition,
-    _time_range,
-    _unreplied,
     add_fact_sums,
+    dimension_conditions,
+    period_condition,
+    submitted_within,
+    unreplied,
 )
 from services.metrics.windows import PeriodRange, TimeRange
 from shared.db import ReadTransaction
 from shared.workdays import SHANGHAI
 
-# The helpers taken from `views` above are its private ones on purpose: views.py is being
-# changed on another branch, and these stay exactly the conditions `/rates` uses.
+# The conditions taken from `views` above are exactly those `/rates` uses.
 
 _Sums = dict[tuple[date, str], Counts]
 """(period start, department key) -> summed counters; department key ALL for ticket ones."""
@@ -100,7 +99,7 @@ async def _add_period_cells(
         filters.value_of(name) is not None for name in ("city", "channel", "scenario")
     )
     ticket_set = grouping_of(city, channel, scenario, False)
-    conditions = _dimension_conditions(rate_cells, filters, None, cells=True)
+    conditions = dimension_conditions(rate_cells, filters, None, cells=True)
     if filters.department is None:
         conditions += [cells.department == ALL, cells.grouping_set == ticket_set]
     else:
@@ -110,7 +109,7 @@ async def _add_period_cells(
             cells.grouping_set.in_([ticket_set, department_set]),
             cells.department.in_([ALL, filters.department]),
         ]
-    conditions.append(sa.or_(*[_period_condition(cells_range) for cells_range in ranges]))
+    conditions.append(sa.or_(*[period_condition(cells_range) for cells_range in ranges]))
     statement = (
         sa.select(
             cells.period,
@@ -134,10 +133,10 @@ async def _awaiting_reply_by_day(
     # The zone as a literal, not a parameter: SELECT and GROUP BY must be the same text.
     zone: sa.ColumnElement[str] = sa.literal_column(f"'{SHANGHAI.key}'")
     day = sa.cast(sa.func.timezone(zone, facts.c.submitted_at), sa.Date).label("day")
-    conditions = [*_unreplied(), facts.c.due_at >= now, facts.c.counted]
-    conditions += _dimension_conditions(facts, filters, None, cells=False)
+    conditions = [*unreplied(), facts.c.due_at >= now, facts.c.counted]
+    conditions += dimension_conditions(facts, filters, None, cells=False)
     if filters.department is not None:
         conditions.append(facts.c.department == filters.department)
-    conditions.append(_time_range(facts, TimeRange(filters.since, filters.until)))
+    conditions.append(submitted_within(facts, TimeRange(filters.since, filters.until)))
     statement = sa.select(day, sa.func.count().label("n")).where(*conditions).group_by(day)
     return {row["day"]: int(row["n"]) for row in (await db.execute(statement)).mappings()}

@@ -109,7 +109,7 @@ def _combine(
     return totals
 
 
-def _dimension_conditions(
+def dimension_conditions(
     table: sa.Table, filters: RateFilter, by: Dimension | None, *, cells: bool
 ) -> list[sa.ColumnElement[bool]]:
     """Equality for a filtered dimension; in the cells, ALL for the others."""
@@ -141,7 +141,7 @@ async def _add_cells(
     chosen = {name: filters.value_of(name) is not None or by == name for name in DIMENSIONS}
     ticket_set = grouping_of(chosen["city"], chosen["channel"], chosen["scenario"], False)
     department_set = grouping_of(chosen["city"], chosen["channel"], chosen["scenario"], True)
-    conditions = _dimension_conditions(rate_cells, filters, by, cells=True)
+    conditions = dimension_conditions(rate_cells, filters, by, cells=True)
     if by == "department" or filters.department is not None:
         # The department-ALL row for ticket counters, the department's rows for the rest.
         conditions.append(cells.grouping_set.in_([ticket_set, department_set]))
@@ -150,7 +150,7 @@ async def _add_cells(
     else:
         conditions.append(cells.department == ALL)
         conditions.append(cells.grouping_set == ticket_set)
-    conditions.append(sa.or_(*[_period_condition(period) for period in plan.cells]))
+    conditions.append(sa.or_(*[period_condition(period) for period in plan.cells]))
     key, grouped = _key_column(rate_cells, by)
     statement = (
         sa.select(
@@ -164,7 +164,7 @@ async def _add_cells(
         sums[(group, dept)] += Counts.summed(COUNTERS, values)
 
 
-def _period_condition(period: PeriodRange) -> sa.ColumnElement[bool]:
+def period_condition(period: PeriodRange) -> sa.ColumnElement[bool]:
     cells = rate_cells.c
     condition = [cells.grain == period.grain]
     if period.start is not None:
@@ -175,10 +175,10 @@ def _period_condition(period: PeriodRange) -> sa.ColumnElement[bool]:
 
 
 def _time_condition(table: sa.Table, ranges: tuple[TimeRange, ...]) -> sa.ColumnElement[bool]:
-    return sa.or_(*[_time_range(table, time_range) for time_range in ranges])
+    return sa.or_(*[submitted_within(table, window) for window in ranges])
 
 
-def _time_range(table: sa.Table, time_range: TimeRange) -> sa.ColumnElement[bool]:
+def submitted_within(table: sa.Table, time_range: TimeRange) -> sa.ColumnElement[bool]:
     condition: list[sa.ColumnElement[bool]] = [sa.true()]
     if time_range.start is not None:
         condition.append(table.c.submitted_at >= time_range.start)
@@ -208,7 +208,7 @@ async def add_fact_sums(
     """
     for table, names, per_department in _RAW_SOURCES:
         conditions = [table.c.counted, _time_condition(table, ranges)]
-        conditions += _dimension_conditions(table, filters, by, cells=False)
+        conditions += dimension_conditions(table, filters, by, cells=False)
         department: sa.ColumnElement[Any] = sa.literal_column("''")
         key, grouped = _key_column(table, by)
         if per_department and filters.department is not None:
@@ -230,7 +230,7 @@ async def add_fact_sums(
             sums[(group, dept)] += Counts.summed(names, values)
 
 
-def _unreplied(table: sa.Table = work_order_facts) -> list[sa.ColumnElement[bool]]:
+def unreplied(table: sa.Table = work_order_facts) -> list[sa.ColumnElement[bool]]:
     """Matches the partial index `work_order_facts_unreplied`."""
     return [table.c.first_reply_at.is_(None), table.c.created_known]
 
@@ -240,11 +240,11 @@ async def awaiting_reply(
 ) -> dict[str, int]:
     """Counted work orders with no reply whose `due_at` is now or later, per group key."""
     facts = work_order_facts
-    conditions = [*_unreplied(), facts.c.due_at >= now, facts.c.counted]
-    conditions += _dimension_conditions(facts, filters, by, cells=False)
+    conditions = [*unreplied(), facts.c.due_at >= now, facts.c.counted]
+    conditions += dimension_conditions(facts, filters, by, cells=False)
     if filters.department is not None:
         conditions.append(facts.c.department == filters.department)
-    conditions.append(_time_range(facts, TimeRange(filters.since, filters.until)))
+    conditions.append(submitted_within(facts, TimeRange(filters.since, filters.until)))
     key, grouped = _key_column(facts, by)
     statement = sa.select(key, sa.func.count().label("n")).where(*conditions).group_by(*grouped)
     return {row["key"]: row["n"] for row in (await db.execute(statement)).mappings()}
@@ -301,7 +301,7 @@ async def unanswered_work_orders(
 def _unanswered_conditions(query: UnansweredQuery, now: datetime) -> list[sa.ColumnElement[bool]]:
     facts = work_order_facts
     if query.as_of is None:
-        conditions = _unreplied()
+        conditions = unreplied()
     else:
         conditions = [
             facts.c.created_known,

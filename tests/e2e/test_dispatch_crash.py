@@ -29,6 +29,7 @@ from shared.settings import Settings
 from tests.support import (
     Child,
     eventually,
+    killed_at_crash_point,
     publish,
     running_service,
     service_environment,
@@ -85,13 +86,7 @@ async def test_a_dispatch_killed_while_recording_reopens_loses_and_doubles_none(
         connection = await asyncpg.connect(url.render_as_string(hide_password=False))
         schema = settings.schema_of("dispatch")
         try:
-            await eventually(
-                lambda: killed.process.poll() is not None,
-                timeout=90,
-                message=f"dispatch killed at {point}",
-            )
-            assert killed.process.returncode == -signal.SIGKILL, killed.tail()
-            assert not any(fault_dir.iterdir())  # the armed point was reached, not skipped
+            await killed_at_crash_point(killed, fault_dir, point, timeout=90)
             reopens_when_killed = await count(connection, schema, "ticket_reopens")
             processed_when_killed = await count(connection, schema, "processed_events")
         finally:

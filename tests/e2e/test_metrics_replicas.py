@@ -33,6 +33,7 @@ from tests.metric_stories import (
 from tests.support import (
     Child,
     eventually,
+    killed_at_crash_point,
     running_service,
     service_environment,
     start,
@@ -76,13 +77,8 @@ async def test_two_replicas_and_a_kill_9_mid_commit_count_every_fact_once(settin
     connection = await asyncpg.connect(url.render_as_string(hide_password=False))
     schema = settings.schema_of("metrics")
     try:
-        await eventually(
-            lambda: first.process.poll() is not None,
-            timeout=60,
-            message="replica a killed at its first written batch",
-        )
-        assert first.process.returncode == -signal.SIGKILL, first.tail()
-        assert not any(fault_dir.iterdir())  # the armed point was reached, not skipped
+        # at its first written batch
+        await killed_at_crash_point(first, fault_dir, "consumer-flushed", timeout=60)
         # Two replicas take over the group and apply the rest, the killed batch included.
         second = replica(settings, tmp_path, "metrics-b", None)
         again = replica(settings, tmp_path, "metrics-a2", None)

@@ -23,7 +23,7 @@ from tests.support import (
     submitted_event,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 TICKET = "R-absurd"
 AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)

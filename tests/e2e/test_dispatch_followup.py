@@ -26,7 +26,7 @@ from tests.support import (
 )
 from tests.support import publish as publish_event
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 SHANGHAI_OFFSET = timedelta(hours=8)
 

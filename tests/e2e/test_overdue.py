@@ -14,7 +14,7 @@ from shared.workdays import WorkCalendar, local_day
 from tests.e2e.test_ticket_timeline import published, reply, submitted, work_order
 from tests.support import eventually, problem_fields, problem_of, running_service
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka_leg]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

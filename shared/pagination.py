@@ -7,11 +7,13 @@ import binascii
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
+import sqlalchemy as sa
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from shared.db import ReadTransaction
 from shared.errors import DomainError
 from shared.inputs import PathId, QueryTime
 
@@ -86,3 +88,18 @@ async def every_row(
         if not more or not rows:
             return
         after = position(rows[-1])
+
+
+async def keyset_page(
+    db: ReadTransaction,
+    statement: sa.Select[Any],
+    key: tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]],
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> tuple[list[sa.RowMapping], bool]:
+    """Up to `limit` rows of `statement` after the position `after`, in ascending `key`
+    order, and whether more follow (one row more is read to tell)."""
+    if after is not None:
+        statement = statement.where(sa.tuple_(*key) > sa.tuple_(*after))
+    rows = list((await db.execute(statement.order_by(*key).limit(limit + 1))).mappings())
+    return rows[:limit], len(rows) > limit

@@ -28,7 +28,7 @@ from sqlmodel import col, select
 from services.followup.models import Callback, RepliedWorkOrder, Ticket
 from shared.db import Queryable, ReadTransaction
 from shared.errors import NotYetKnown
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import decode_cursor, encode_cursor, keyset_page
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,11 @@ async def list_due(
     query = sa.select(queue).where(queue.c.due)
     if city:
         query = query.where(queue.c.city == city)
-    if cursor:
-        at, ticket_id = decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(queue.c.eligible_since, queue.c.ticket_id) > sa.tuple_(at, ticket_id)
-        )
-    query = query.order_by(queue.c.eligible_since, queue.c.ticket_id).limit(limit + 1)
-    rows = [Eligibility(**row._mapping) for row in await db.execute(query)]
-    page = rows[:limit]
-    if len(rows) <= limit or not page:
+    after = decode_cursor(cursor) if cursor else None
+    key = (queue.c.eligible_since, queue.c.ticket_id)
+    rows, more = await keyset_page(db, query, key, after, limit)
+    page = [Eligibility(**row) for row in rows]
+    if not more or not page:
         return page, None
     last = page[-1]
     assert last.eligible_since is not None  # due implies eligible

@@ -21,7 +21,7 @@ from services.metrics.models import callback_facts, ticket_facts, transfer_facts
 from services.metrics.timeline import TicketState
 from shared.db import ReadTransaction
 from shared.names import SATISFIED
-from shared.pagination import STREAM_CHUNK, every_row
+from shared.pagination import STREAM_CHUNK, every_row, keyset_page
 
 
 @dataclass(frozen=True)
@@ -171,19 +171,10 @@ async def ticket_page(
 ) -> tuple[list[dict[str, Any]], bool]:
     """One page after `query.after`, oldest submission first, and whether more follow."""
     rows = _selection(query, now)
-    conditions = _computed_filters(query, rows)
-    if query.after is not None:
-        conditions.append(
-            sa.tuple_(rows.c.submitted_at, rows.c.ticket_id) > sa.tuple_(*query.after)
-        )
-    statement = (
-        sa.select(rows)
-        .where(*conditions)
-        .order_by(rows.c.submitted_at, rows.c.ticket_id)
-        .limit(query.limit + 1)
-    )
-    found = [dict(row) for row in (await db.execute(statement)).mappings()]
-    return found[: query.limit], len(found) > query.limit
+    statement = sa.select(rows).where(*_computed_filters(query, rows))
+    key = (rows.c.submitted_at, rows.c.ticket_id)
+    found, more = await keyset_page(db, statement, key, query.after, query.limit)
+    return [dict(row) for row in found], more
 
 
 async def every_ticket(

@@ -45,7 +45,7 @@ from services.metrics.rates import (
 from services.metrics.timeline import Entry
 from services.metrics.windows import PeriodRange, TimeRange, WindowPlan, plan_window
 from shared.db import ReadTransaction
-from shared.pagination import STREAM_CHUNK, every_row
+from shared.pagination import STREAM_CHUNK, every_row, keyset_page
 from shared.workdays import WorkCalendar, working_days_between
 
 Dimension = Literal["city", "channel", "scenario", "department"]
@@ -322,18 +322,9 @@ async def unanswered_page(
 ) -> tuple[list[UnansweredWorkOrder], bool]:
     """One page of the audit after `query.after`, and whether more follow."""
     facts = work_order_facts
-    conditions = _unanswered_conditions(query, now)
-    if query.after is not None:
-        conditions.append(
-            sa.tuple_(facts.c.due_at, facts.c.work_order_id) > sa.tuple_(*query.after)
-        )
-    statement = (
-        sa.select(facts)
-        .where(*conditions)
-        .order_by(facts.c.due_at, facts.c.work_order_id)
-        .limit(query.limit + 1)
-    )
-    rows = list((await db.execute(statement)).mappings())
+    statement = sa.select(facts).where(*_unanswered_conditions(query, now))
+    key = (facts.c.due_at, facts.c.work_order_id)
+    rows, more = await keyset_page(db, statement, key, query.after, query.limit)
     items = [
         UnansweredWorkOrder(
             work_order_id=row["work_order_id"],
@@ -345,9 +336,9 @@ async def unanswered_page(
             overdue=row["due_at"] < now,
             age_working_days=working_days_between(row["created_at"], now, calendar),
         )
-        for row in rows[: query.limit]
+        for row in rows
     ]
-    return items, len(rows) > query.limit
+    return items, more
 
 
 async def every_unanswered(
